@@ -71,6 +71,8 @@ static int check_sections(const et_config *cfg, char **err)
 {
     for (size_t i = 0; i < cfg->n; i++) {
         const et_config_section *s = &cfg->sections[i];
+        char where[512];
+        et_section_where(s, where, sizeof where);
         int known = 0;
         for (int k = 0; section_kinds[k]; k++)
             known |= strcmp(s->kind, section_kinds[k]) == 0;
@@ -86,20 +88,20 @@ static int check_sections(const et_config *cfg, char **err)
             }
             if (best)
                 return et_fail(err, ET_STATUS_ERR_USAGE,
-                               "%s:%d: unknown section [%s] (did you mean [%s]?)", s->file, s->line,
-                               s->name, best);
+                               "%s: unknown section [%s] (did you mean [%s]?)", where, s->name,
+                               best);
             return et_fail(err, ET_STATUS_ERR_USAGE,
-                           "%s:%d: unknown section [%s] (sections: experiment, task, space, search "
+                           "%s: unknown section [%s] (sections: experiment, task, space, search "
                            "NAME, proxy NAME, constraints, train, final)",
-                           s->file, s->line, s->name);
+                           where, s->name);
         }
         int labelled = !strcmp(s->kind, "search") || !strcmp(s->kind, "proxy");
         if (labelled && !*s->label)
-            return et_fail(err, ET_STATUS_ERR_USAGE, "%s:%d: [%s] needs a name: [%s NAME]", s->file,
-                           s->line, s->kind, s->kind);
+            return et_fail(err, ET_STATUS_ERR_USAGE, "%s: [%s] needs a name: [%s NAME]", where,
+                           s->kind, s->kind);
         if (!labelled && *s->label)
-            return et_fail(err, ET_STATUS_ERR_USAGE, "%s:%d: [%s] takes no name ('%s')", s->file,
-                           s->line, s->kind, s->label);
+            return et_fail(err, ET_STATUS_ERR_USAGE, "%s: [%s] takes no name ('%s')", where,
+                           s->kind, s->label);
     }
     return 0;
 }
@@ -114,7 +116,7 @@ static int bind_plugin(et_experiment *x, const et_config_section *sec, int kind,
     if (pe)
         et_where(pe, where, sizeof where);
     else
-        snprintf(where, sizeof where, "%s:%d", sec->file, sec->line);
+        et_section_where(sec, where, sizeof where);
     if (!name || !*name)
         return et_fail(err, ET_STATUS_ERR_USAGE, "%s: [%s] needs 'plugin = NAME'", where, sec->name);
     char at[600];
@@ -140,7 +142,7 @@ static int check_attention_list(et_experiment *x, const et_config_section *space
     if (e)
         et_where(e, where, sizeof where);
     else
-        snprintf(where, sizeof where, "%s:%d", space_sec->file, space_sec->line);
+        et_section_where(space_sec, where, sizeof where);
     for (int32_t i = 0; i < ch->n; i++) {
         char text[ET_MAX_CHOICE_TEXT];
         snprintf(text, sizeof text, "%s", ch->v[i]);

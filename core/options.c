@@ -21,6 +21,14 @@ void et_where(const et_config_entry *e, char *buf, size_t n)
         snprintf(buf, n, "%s", e->file);
 }
 
+void et_section_where(const et_config_section *s, char *buf, size_t n)
+{
+    if (s->line > 0)
+        snprintf(buf, n, "%s:%d", s->file, s->line);
+    else
+        snprintf(buf, n, "%s", s->file);
+}
+
 size_t et_options_count(const et_option_decl *decls)
 {
     size_t n = 0;
@@ -203,7 +211,7 @@ int et_options_bind(const et_option_decl *decls, const et_config_section *sec,
         }
         if (!d->default_value) {
             if (sec)
-                snprintf(where, sizeof where, "%s:%d", sec->file, sec->line);
+                et_section_where(sec, where, sizeof where);
             else
                 snprintf(where, sizeof where, "experiment");
             return et_fail(err, ET_STATUS_ERR_USAGE, "%s: [%s] required key '%s' is missing (%s)",

@@ -12,6 +12,10 @@
 /* Where an entry came from: "FILE:LINE" or "--set" (static buffer per call site use). */
 void et_where(const et_config_entry *e, char *buf, size_t n);
 
+/* Where a section starts: "FILE:LINE", or the file alone for sections made
+ * by --set or by default. */
+void et_section_where(const et_config_section *s, char *buf, size_t n);
+
 size_t et_options_count(const et_option_decl *decls);
 
 /* Parse one value text for decl. On failure returns a negative code and puts

@@ -57,7 +57,7 @@ static int bad(ctx *c, const char *key, const char *fmt, const char *detail)
     if (e)
         et_where(e, where, sizeof where);
     else
-        snprintf(where, sizeof where, "%s:%d", c->sec->file, c->sec->line);
+        et_section_where(c->sec, where, sizeof where);
     snprintf(msg, sizeof msg, fmt, detail);
     return et_fail(c->err, ET_STATUS_ERR_USAGE, "%s: [space] %s: %s", where, key, msg);
 }
@@ -329,10 +329,12 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
     if ((rc = parse_stack(&c, "encoder", &out->enc, 0)) ||
         (rc = parse_stack(&c, "decoder", &out->dec, has_enc)))
         return rc;
-    if (!has_enc && !has_dec)
+    if (!has_enc && !has_dec) {
+        char where[512];
+        et_section_where(sec, where, sizeof where);
         return et_fail(err, ET_STATUS_ERR_USAGE,
-                       "%s:%d: [space] has neither encoder_embed_dim nor decoder_embed_dim",
-                       sec->file, sec->line);
+                       "%s: [space] has neither encoder_embed_dim nor decoder_embed_dim", where);
+    }
     out->kind = has_enc && has_dec ? ET_MODEL_KIND_SEQ2SEQ
                                    : has_enc ? ET_MODEL_KIND_ENCODER : ET_MODEL_KIND_DECODER;
     size_t n_opts = et_options_count(et_space_options);

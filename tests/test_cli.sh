@@ -1,0 +1,90 @@
+#!/bin/sh
+# The etnas command line as a user meets it: help, version, arch sampling
+# that repeats, and for every bad input a single-line error naming the file
+# (and line) and the cause, with exit status 2. Prints TAP.
+set -u
+: "${ET_BUILDDIR:=.}" "${ET_SRCDIR:=.}"
+etnas="$ET_BUILDDIR/etnas"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+n=0
+fails=0
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# expect STATUS PATTERN DESCRIPTION -- ARGS: status, one stderr line matching PATTERN
+expect() {
+    want=$1 pat=$2 what=$3
+    shift 4
+    "$etnas" "$@" >"$tmp/out" 2>"$tmp/err"
+    got=$?
+    lines=$(wc -l <"$tmp/err")
+    if [ "$got" -eq "$want" ] && [ "$lines" -le 1 ] && grep -q -- "$pat" "$tmp/err"; then
+        ok "$what"
+    else
+        not_ok "$what" "exit $got (want $want), stderr: $(cat "$tmp/err")"
+    fi
+}
+
+echo "1..22"
+
+"$etnas" --help | grep -q "^usage: etnas COMMAND" && ok "--help" || not_ok "--help"
+"$etnas" --version | grep -q "^etnas [0-9]" && ok "--version" || not_ok "--version"
+for c in run check plugins arch; do
+    "$etnas" $c --help | grep -q "^usage: etnas $c" && ok "$c --help" || not_ok "$c --help"
+done
+
+space="$ET_SRCDIR/etc/fashion-space.ini"
+"$etnas" arch "$space" --sample 5 --seed 1 >"$tmp/a1" && "$etnas" arch "$space" --sample 5 --seed 1 >"$tmp/a2"
+if [ "$(wc -l <"$tmp/a1")" -eq 5 ] && cmp -s "$tmp/a1" "$tmp/a2"; then ok "arch --sample repeats"; else not_ok "arch --sample repeats"; fi
+same=1
+while IFS= read -r a; do
+    [ "$("$etnas" arch "$space" --parse "$a")" = "$a" ] || same=0
+done <"$tmp/a1"
+[ $same -eq 1 ] && ok "arch --parse prints each sample back unchanged" || not_ok "arch --parse round trip"
+"$etnas" arch "$space" | grep -q "encoder space, 45216 architectures" && ok "arch space size" || not_ok "arch space size" "$("$etnas" arch "$space")"
+
+expect 2 "unknown command 'frobnicate'" "unknown command" -- frobnicate
+expect 2 "unknown option '--sampel'" "unknown option" -- arch "$space" --sampel 3
+expect 2 "nope.ini: cannot open: No such file or directory" "missing file" -- check "$tmp/nope.ini"
+printf "[task]\nplugin = x\n" >"$tmp/nospace.ini"
+expect 2 "nospace.ini: no \[space\] section" "space file without [space]" -- arch "$tmp/nospace.ini"
+
+printf '[space]\nencoder_embed_dim = 64\nencoder_layers = 2\nencoder_ffn_dim = 64\nencoder_heads = two\n' >"$tmp/s.ini"
+expect 2 "s.ini:5: \[space\] encoder_heads: 'two' is not a positive integer" "bad space value names file:line" -- arch "$tmp/s.ini"
+printf '[space]\nencoder_embed_dim = 64\nencoder_layers = 2\nencoder_ffn_dim = 64\nencoder_heads = 2\n' >"$tmp/s.ini"
+expect 2 "arch text, offset 3: expected '(E='" "bad arch text names the offset" -- arch "$tmp/s.ini" --parse "enc[E=64"
+expect 2 "encoder embed_dim 65 is not one of the space's choices (64)" "arch outside the space" -- arch "$tmp/s.ini" --parse "enc(E=65,L=2)[ffn=64,heads=2,attn=softmax,block=standard,act=gelu][ffn=64,heads=2,attn=softmax,block=standard,act=gelu]"
+
+# experiments, against the test plugins only
+mkdir "$tmp/plugins"
+for p in fake_search fake_task fake_proxy fake_attn; do ln -s "$ET_BUILDDIR/tests/plugins/.libs/$p.so" "$tmp/plugins/"; done
+cat >"$tmp/e.ini" <<INI
+[experiment]
+seed = 3
+plugin_path = $tmp/plugins
+[task]
+plugin = fake_task
+[space]
+encoder_embed_dim = 64
+encoder_layers = 2
+encoder_ffn_dim = 64
+encoder_heads = 2
+encoder_attention = fake_attn
+[search one]
+plugin = fake_search
+INI
+ETNAS_PLUGIN_PATH= "$etnas" check "$tmp/e.ini" >"$tmp/out" 2>&1 && grep -q ": ok$" "$tmp/out" && ok "check of a valid experiment" || not_ok "check" "$(cat "$tmp/out")"
+{ cat "$tmp/e.ini"; printf '[trian]\nsteps = 3\n'; } >"$tmp/e2.ini"
+expect 2 "e2.ini:14: unknown section \[trian\] (did you mean \[train\]?)" "unknown section" -- check "$tmp/e2.ini"
+expect 2 "\-\-set: \[search one\] unknown key 'sise' (did you mean 'size'?)" "--set unknown key" -- check "$tmp/e.ini" --set "search one.sise=3"
+expect 1 "has no model engine yet" "run says plainly what is missing" -- run "$tmp/e.ini"
+
+ln -s "$ET_BUILDDIR/tests/plugins/.libs/bad_abi.so" "$tmp/plugins/"
+expect 2 "bad_abi.so: plugin ABI version 999, but this etnas speaks version" "wrong ABI named with both versions" -- check "$tmp/e.ini"
+rm "$tmp/plugins/bad_abi.so"
+ln -s "$ET_BUILDDIR/tests/plugins/.libs/dup_search.so" "$tmp/plugins/"
+expect 2 "search plugin 'fake_search' is also provided by" "duplicate plugin names both files" -- check "$tmp/e.ini"
+
+[ $fails -eq 0 ]
