@@ -2,6 +2,7 @@
  * pool, so parallel loops in hot paths neither create threads nor allocate. */
 #include "hostimpl.h"
 
+#include <cblas.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -76,7 +77,6 @@ void et_threads_set(int32_t threads)
     pool.threads = pool.started + 1 < threads ? pool.started + 1 : threads;
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&call_lock);
-    extern void openblas_set_num_threads(int);
     openblas_set_num_threads(threads);
 }
 

@@ -172,7 +172,7 @@ Test(arch, features_hand_computed)
                                "[ffn=512,heads=4,attn=performer(features=64),block=identity,act=relu]",
                                &a, &err), 0, "%s", err);
     cr_assert_eq(et_arch_feature_count(&s), 5 + 5 * 6);
-    float f[64];
+    float f[256];
     et_arch_features(&s, &a, f);
     const float want[] = {64.f / 128, 2.f / 6, (128 + 512) / 2.f / 512, 3.f / 4, (0 + 1) / 2.f,
                           128.f / 512, 2.f / 4, 1.f / 3, 1.f / 4, 2.f / 3,
@@ -184,6 +184,7 @@ Test(arch, features_hand_computed)
     cr_assert_str_eq(et_arch_feature_name(&s, 5), "enc0_ffn");
 
     et_space t = load(s2s_space);
+    cr_assert_eq(et_arch_feature_count(&t), 10 + 5 * 3 + 8 * 6);
     cr_assert_eq(et_arch_parse(&t,
                                "enc(E=512,L=2)[ffn=1024,heads=4,attn=softmax,block=standard,act=gelu]"
                                "[ffn=3072,heads=8,attn=softmax,block=standard,act=gelu];"

@@ -21,6 +21,17 @@ static void setup(void)
     setenv("ETNAS_PLUGIN_PATH", plugin_dir, 1);
 }
 
+static void teardown(void)
+{
+    static const char *const good[] = {"fake_search", "fake_task", "fake_proxy", "fake_attn"};
+    for (int i = 0; i < 4; i++) {
+        char link[4200];
+        snprintf(link, sizeof link, "%s/%s.so", plugin_dir, good[i]);
+        unlink(link);
+    }
+    rmdir(plugin_dir);
+}
+
 static const char *const base =
     "[experiment]\nseed = 5\nthreads = 2\n"
     "[task]\nplugin = fake_task\nsize = 20\n"
@@ -42,7 +53,7 @@ static int load(const char *text, char *const *sets, int n, et_experiment *x, ch
     return rc;
 }
 
-Test(experiment, valid_file, .init = setup)
+Test(experiment, valid_file, .init = setup, .fini = teardown)
 {
     et_experiment x;
     char *err = NULL;
@@ -91,7 +102,7 @@ static char *with(const char *from, const char *to)
     return buf;
 }
 
-Test(experiment, errors, .init = setup)
+Test(experiment, errors, .init = setup, .fini = teardown)
 {
     fails(with("[train]", "[trian]"), NULL, 0, ":21: unknown section [trian] (did you mean [train]?)");
     fails(with("size = 20", "sise = 20"), NULL, 0, ":6: [task] unknown key 'sise' (did you mean 'size'?)");

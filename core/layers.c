@@ -1,0 +1,259 @@
+/* The engine's layer kernels: forward/backward pairs on raw float arrays
+ * (shapes in layers.h). GEMMs go through OpenBLAS with leading dimensions so
+ * a supernet slice is used in place; the rest are plain loops that the
+ * compiler vectorises. */
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include <etnas/arch.h>
+#include <etnas/rng.h>
+
+void et_linear_forward(float *out, int64_t ldo, const float *inp, int64_t ldi, const float *w,
+                       int64_t ldw, const float *bias, int64_t n, int64_t c, int64_t oc)
+{
+    if (bias)
+        for (int64_t i = 0; i < n; i++)
+            memcpy(out + i * ldo, bias, sizeof(float) * (size_t)oc);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)oc, (int)c, 1.0f, inp,
+                (int)ldi, w, (int)ldw, bias ? 1.0f : 0.0f, out, (int)ldo);
+}
+
+void et_linear_backward(float *dinp, int64_t lddi, float *dw, int64_t lddw, float *dbias,
+                        const float *dout, int64_t lddo, const float *inp, int64_t ldi,
+                        const float *w, int64_t ldw, int64_t n, int64_t c, int64_t oc)
+{
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)c, (int)oc, 1.0f, dout,
+                    (int)lddo, w, (int)ldw, 1.0f, dinp, (int)lddi);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)oc, (int)c, (int)n, 1.0f, dout,
+                    (int)lddo, inp, (int)ldi, 1.0f, dw, (int)lddw);
+    if (dbias)
+        for (int64_t i = 0; i < n; i++) {
+            const float *g = dout + i * lddo;
+            for (int64_t o = 0; o < oc; o++)
+                dbias[o] += g[o];
+        }
+}
+
+void et_linear_forward_naive(float *out, int64_t ldo, const float *inp, int64_t ldi,
+                             const float *w, int64_t ldw, const float *bias, int64_t n, int64_t c,
+                             int64_t oc)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < oc; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (int64_t k = 0; k < c; k++)
+                s += (double)inp[i * ldi + k] * w[o * ldw + k];
+            out[i * ldo + o] = (float)s;
+        }
+}
+
+void et_linear_backward_naive(float *dinp, int64_t lddi, float *dw, int64_t lddw, float *dbias,
+                              const float *dout, int64_t lddo, const float *inp, int64_t ldi,
+                              const float *w, int64_t ldw, int64_t n, int64_t c, int64_t oc)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < oc; o++) {
+            float g = dout[i * lddo + o];
+            if (dbias)
+                dbias[o] += g;
+            for (int64_t k = 0; k < c; k++) {
+                if (dinp)
+                    dinp[i * lddi + k] += g * w[o * ldw + k];
+                if (dw)
+                    dw[o * lddw + k] += g * inp[i * ldi + k];
+            }
+        }
+}
+
+void et_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *gamma, const float *beta, int64_t n, int64_t c)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = inp + i * c;
+        float *y = out + i * c;
+        double m = 0, v = 0;
+        for (int64_t k = 0; k < c; k++)
+            m += x[k];
+        m /= (double)c;
+        for (int64_t k = 0; k < c; k++)
+            v += (x[k] - m) * (x[k] - m);
+        v /= (double)c;
+        float s = (float)(1.0 / sqrt(v + 1e-5));
+        float mf = (float)m;
+        for (int64_t k = 0; k < c; k++)
+            y[k] = (x[k] - mf) * s * gamma[k] + beta[k];
+        mean[i] = mf;
+        rstd[i] = s;
+    }
+}
+
+void et_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *gamma, const float *mean,
+                           const float *rstd, int64_t n, int64_t c)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = inp + i * c, *g = dout + i * c;
+        float *dx = dinp + i * c;
+        float m = mean[i], s = rstd[i];
+        float dnorm_mean = 0, dnorm_norm = 0;
+        for (int64_t k = 0; k < c; k++) {
+            float xhat = (x[k] - m) * s;
+            float dn = gamma[k] * g[k];
+            dnorm_mean += dn;
+            dnorm_norm += dn * xhat;
+        }
+        dnorm_mean /= (float)c;
+        dnorm_norm /= (float)c;
+        for (int64_t k = 0; k < c; k++) {
+            float xhat = (x[k] - m) * s;
+            float dn = gamma[k] * g[k];
+            dbeta[k] += g[k];
+            dgamma[k] += xhat * g[k];
+            dx[k] += (dn - dnorm_mean - xhat * dnorm_norm) * s;
+        }
+    }
+}
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+void et_activation_forward(int kind, float *out, const float *inp, int64_t count)
+{
+    switch (kind) {
+    case ET_ACTIVATION_GELU:
+        for (int64_t i = 0; i < count; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+        }
+        break;
+    case ET_ACTIVATION_SQUARED_RELU:
+        for (int64_t i = 0; i < count; i++)
+            out[i] = inp[i] > 0 ? inp[i] * inp[i] : 0.0f;
+        break;
+    default:
+        for (int64_t i = 0; i < count; i++)
+            out[i] = inp[i] > 0 ? inp[i] : 0.0f;
+        break;
+    }
+}
+
+void et_activation_backward(int kind, float *dinp, const float *inp, const float *dout,
+                            int64_t count)
+{
+    switch (kind) {
+    case ET_ACTIVATION_GELU:
+        for (int64_t i = 0; i < count; i++) {
+            float x = inp[i];
+            float u = GELU_K * (x + 0.044715f * x * x * x);
+            float t = tanhf(u);
+            float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+        }
+        break;
+    case ET_ACTIVATION_SQUARED_RELU:
+        for (int64_t i = 0; i < count; i++)
+            dinp[i] += inp[i] > 0 ? 2.0f * inp[i] * dout[i] : 0.0f;
+        break;
+    default:
+        for (int64_t i = 0; i < count; i++)
+            dinp[i] += inp[i] > 0 ? dout[i] : 0.0f;
+        break;
+    }
+}
+
+/* Element i is kept when its counter-indexed uniform draw is >= p. */
+static void dropout_apply(float *x, int64_t count, float p, uint64_t seed, uint64_t stream)
+{
+    if (p <= 0.0f)
+        return;
+    et_rng base = et_rng_from_seed(seed);
+    et_rng r = et_rng_split(&base, stream);
+    float scale = 1.0f / (1.0f - p);
+    uint64_t threshold = (uint64_t)((double)p * 18446744073709551616.0);
+    for (int64_t i = 0; i < count; i++) {
+        uint64_t u = et_rng_mix64(r.key + (uint64_t)(i + 1) * ET_RNG_GAMMA);
+        x[i] = u >= threshold ? x[i] * scale : 0.0f;
+    }
+}
+
+void et_dropout_forward(float *x, int64_t count, float p, uint64_t seed, uint64_t stream)
+{
+    dropout_apply(x, count, p, seed, stream);
+}
+
+void et_dropout_backward(float *dx, int64_t count, float p, uint64_t seed, uint64_t stream)
+{
+    dropout_apply(dx, count, p, seed, stream);
+}
+
+double et_cross_entropy(float *dlogits, const float *logits, int64_t ldl, const int32_t *targets,
+                        int64_t n, int64_t v, float eps, float scale, int64_t *counted)
+{
+    double total = 0;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *z = logits + i * ldl;
+        float *dz = dlogits ? dlogits + i * ldl : NULL;
+        int32_t t = targets[i];
+        if (t < 0) {
+            if (dz)
+                memset(dz, 0, sizeof(float) * (size_t)v);
+            continue;
+        }
+        float mx = z[0];
+        for (int64_t k = 1; k < v; k++)
+            mx = z[k] > mx ? z[k] : mx;
+        double sum = 0, zsum = 0;
+        for (int64_t k = 0; k < v; k++) {
+            sum += exp((double)z[k] - mx);
+            zsum += z[k];
+        }
+        double lse = mx + log(sum);
+        /* -(1-eps) log p_t - eps/V sum_k log p_k */
+        total += (1.0 - eps) * (lse - z[t]) + eps * (lse - zsum / (double)v);
+        cnt++;
+        if (dz) {
+            float inv = (float)(1.0 / sum);
+            float smooth = eps / (float)v;
+            for (int64_t k = 0; k < v; k++) {
+                float p = expf(z[k] - mx) * inv;
+                dz[k] = (p - smooth - (k == t ? 1.0f - eps : 0.0f)) * scale;
+            }
+        }
+    }
+    if (counted)
+        *counted = cnt;
+    return total;
+}
+
+void et_meanpool_forward(float *out, const float *inp, const int32_t *len, int64_t b, int64_t t,
+                         int64_t c)
+{
+    for (int64_t i = 0; i < b; i++) {
+        int64_t n = len ? len[i] : t;
+        float *o = out + i * c;
+        memset(o, 0, sizeof(float) * (size_t)c);
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < c; k++)
+                o[k] += inp[(i * t + j) * c + k];
+        float inv = n > 0 ? 1.0f / (float)n : 0.0f;
+        for (int64_t k = 0; k < c; k++)
+            o[k] *= inv;
+    }
+}
+
+void et_meanpool_backward(float *dinp, const float *dout, const int32_t *len, int64_t b,
+                          int64_t t, int64_t c)
+{
+    for (int64_t i = 0; i < b; i++) {
+        int64_t n = len ? len[i] : t;
+        float inv = n > 0 ? 1.0f / (float)n : 0.0f;
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t k = 0; k < c; k++)
+                dinp[(i * t + j) * c + k] += dout[i * c + k] * inv;
+    }
+}
