@@ -238,6 +238,16 @@ const et_tensor *et_model_tensors(const et_model *m, int32_t *n)
     return m->tensors;
 }
 
+const et_space *et_model_space(const et_model *m)
+{
+    return &m->space;
+}
+
+const et_arch *et_model_arch(const et_model *m)
+{
+    return m->bound ? &m->arch : NULL;
+}
+
 const float *et_model_logits(const et_model *m)
 {
     return m->logits;

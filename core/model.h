@@ -75,6 +75,10 @@ void et_model_zero_grads(et_model *m);
  * ones for biases and norms), seeded. */
 void et_model_init(et_model *m, uint64_t seed);
 
+/* The model's space, and the bound architecture (NULL before any bind). */
+const et_space *et_model_space(const et_model *m);
+const et_arch *et_model_arch(const et_model *m);
+
 /* The logits of the last forward (B, num_classes). */
 const float *et_model_logits(const et_model *m);
 /* Bytes of the activation arena for the bound arch and batch. */

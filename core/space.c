@@ -428,3 +428,62 @@ int et_space_count(const et_space *s, char *buf, size_t n)
     }
     return et_bignum_format(&total, buf, n);
 }
+
+static void fmt_ints(char *buf, size_t n, size_t *o, const char *key, const et_int_choices *c,
+                     const char *const *names)
+{
+    if (!c->n)
+        return;
+    *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "%s =", key);
+    for (int32_t i = 0; i < c->n; i++) {
+        if (names)
+            *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "%s %s",
+                                   i ? "," : "", names[c->v[i]]);
+        else
+            *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "%s %d",
+                                   i ? "," : "", c->v[i]);
+    }
+    *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "\n");
+}
+
+static void fmt_texts(char *buf, size_t n, size_t *o, const char *key, const et_text_choices *c)
+{
+    if (!c->n)
+        return;
+    *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "%s =", key);
+    for (int32_t i = 0; i < c->n; i++)
+        *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "%s %s",
+                               i ? "," : "", c->v[i]);
+    *o += (size_t)snprintf(buf + (*o < n ? *o : n), *o < n ? n - *o : 0, "\n");
+}
+
+int et_space_format(const et_space *s, char *buf, size_t n)
+{
+    size_t o = 0;
+    if (n)
+        buf[0] = 0;
+    for (int st = 0; st < 2; st++) {
+        const et_stack_space *ss = st ? &s->dec : &s->enc;
+        const char *p = st ? "decoder" : "encoder";
+        char key[64];
+#define K(x) (snprintf(key, sizeof key, "%s_%s", p, x), key)
+        fmt_ints(buf, n, &o, K("embed_dim"), &ss->embed_dim, NULL);
+        fmt_ints(buf, n, &o, K("layers"), &ss->layers, NULL);
+        fmt_ints(buf, n, &o, K("ffn_dim"), &ss->ffn_dim, NULL);
+        fmt_ints(buf, n, &o, K("heads"), &ss->heads, NULL);
+        fmt_texts(buf, n, &o, K("attention"), &ss->attention);
+        fmt_ints(buf, n, &o, K("block"), &ss->block, block_names);
+        fmt_ints(buf, n, &o, K("activation"), &ss->activation, act_names);
+        fmt_ints(buf, n, &o, K("cross_heads"), &ss->cross_heads, NULL);
+        fmt_texts(buf, n, &o, K("cross_attention"), &ss->cross_attention);
+        fmt_ints(buf, n, &o, K("connect"), &ss->connect, NULL);
+#undef K
+    }
+    if (s->heads_rule == ET_HEADS_RULE_QKV_DIM)
+        o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "qkv_dim = %d\n", s->qkv_dim);
+    else
+        o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "head_dim = %d\n", s->head_dim);
+    o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "norm = %s\n",
+                          s->norm == ET_NORM_PRE ? "pre" : "post");
+    return o < n ? (int)o : ET_STATUS_ERR_USAGE;
+}

@@ -23,6 +23,10 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
 /* Space from an INI file's [space] section (a whole experiment file works too). */
 int et_space_load(const char *path, et_space *out, char **err);
 
+/* Canonical text of a space ("key = values" lines in a fixed order); equal
+ * spaces give equal text. Returns the length or a negative code. */
+int et_space_format(const et_space *space, char *buf, size_t n);
+
 /* Exact number of distinct architectures (canonical forms), in decimal. */
 int et_space_count(const et_space *space, char *buf, size_t n);
 

@@ -108,3 +108,20 @@ Test(space, huge_sizes_are_exact)
     /* 32 * (32*32)^32 = 2^5 * 2^320 = 2^325 */
     cr_assert_str_eq(buf, "68351585149469122636640694597425667667286544715412888638305331450311031224980497600734786781970432");
 }
+
+Test(space, canonical_text_round_trips)
+{
+    et_space a, b;
+    char *err = NULL, t1[8192], t2[8192];
+    cr_assert_eq(space_from(ENC "encoder_attention = softmax, performer(features=64)\n"
+                                "decoder_embed_dim = 32\ndecoder_layers = 1..2\ndecoder_ffn_dim = 64\n"
+                                "decoder_heads = 2\ndecoder_connect = 1, 2\nnorm = post\n",
+                            &a, &err), 0, "%s", err);
+    cr_assert_gt(et_space_format(&a, t1, sizeof t1), 0);
+    cr_assert_eq(space_from(t1, &b, &err), 0, "%s\n%s", err, t1);
+    cr_assert_gt(et_space_format(&b, t2, sizeof t2), 0);
+    cr_assert_str_eq(t1, t2);
+    cr_assert_eq(memcmp(&a, &b, sizeof a), 0);
+    cr_assert_not_null(strstr(t1, "encoder_attention = softmax, performer(features=64)\n"));
+    cr_assert_not_null(strstr(t1, "norm = post\n"));
+}
