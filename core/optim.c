@@ -52,25 +52,35 @@ double et_optim_lr(const et_optim_config *c, int64_t step)
     }
 }
 
-double et_optim_grad_norm(et_model *m)
+static double norm_slices(et_model *m, const int32_t *rows, const int32_t *cols)
 {
     int32_t nt;
     const et_tensor *t = et_model_tensors(m, &nt);
     const float *g = et_model_grads(m, NULL);
     double s = 0;
     for (int32_t i = 0; i < nt; i++)
-        for (int32_t r = 0; r < t[i].bound_rows; r++) {
+        for (int32_t r = 0; r < (rows ? rows[i] : t[i].bound_rows); r++) {
             const float *row = g + t[i].offset + (int64_t)r * t[i].cols;
-            for (int32_t c = 0; c < t[i].bound_cols; c++)
+            for (int32_t c = 0; c < (cols ? cols[i] : t[i].bound_cols); c++)
                 s += (double)row[c] * row[c];
         }
     return sqrt(s);
 }
 
+double et_optim_grad_norm(et_model *m)
+{
+    return norm_slices(m, NULL, NULL);
+}
+
 double et_optim_step(et_optim *o, et_model *m)
 {
+    return et_optim_step_slices(o, m, NULL, NULL);
+}
+
+double et_optim_step_slices(et_optim *o, et_model *m, const int32_t *rows, const int32_t *cols)
+{
     const et_optim_config *c = &o->cfg;
-    double norm = et_optim_grad_norm(m);
+    double norm = norm_slices(m, rows, cols);
     double clip = c->clip_norm > 0 && norm > c->clip_norm ? c->clip_norm / norm : 1.0;
     double lr = et_optim_lr(c, o->step);
     float b1 = (float)c->beta1, b2 = (float)c->beta2;
@@ -83,9 +93,10 @@ double et_optim_step(et_optim *o, et_model *m)
     double corr1 = 1, corr2 = 1;
     for (int32_t i = 0; i < nt; i++) {
         float decay = t[i].decay ? (float)(lr * c->weight_decay) : 0.0f;
-        for (int32_t r = 0; r < t[i].bound_rows; r++) {
+        int32_t nr = rows ? rows[i] : t[i].bound_rows, nc = cols ? cols[i] : t[i].bound_cols;
+        for (int32_t r = 0; r < nr; r++) {
             int64_t base = t[i].offset + (int64_t)r * t[i].cols;
-            for (int32_t k = 0; k < t[i].bound_cols; k++) {
+            for (int32_t k = 0; k < nc; k++) {
                 int64_t j = base + k;
                 float gj = (float)(g[j] * clip);
                 int64_t tj = ++o->t[j];

@@ -44,4 +44,8 @@ double et_optim_grad_norm(et_model *m);
  * weight-sharing supernet updates different slices at different steps. */
 double et_optim_step(et_optim *o, et_model *m);
 
+/* The same over explicit slices: rows[i] x cols[i] of tensor i (the union
+ * of the subnets that contributed gradients to this update). */
+double et_optim_step_slices(et_optim *o, et_model *m, const int32_t *rows, const int32_t *cols);
+
 #endif
