@@ -10,6 +10,7 @@
 #include "experiment.h"
 #include "options.h"
 #include "plugin.h"
+#include "runner.h"
 #include "space.h"
 #include "util.h"
 
@@ -165,14 +166,11 @@ static int cmd_check(int argc, char **argv, int run)
         et_experiment_free(&x);
         return 0;
     }
-    /* The model engine (supernet training and evaluation) and the runner are
-     * later milestones; say so instead of pretending to search. */
+    rc = et_runner_run(&x, a.resume, &err);
     et_experiment_free(&x);
-    fprintf(stderr,
-            "etnas run: %s is valid, but this version of etnas has no model engine yet "
-            "(supernet training and evaluation); nothing was run\n",
-            a.path);
-    return EXIT_RUN;
+    if (rc)
+        return report("run", err, rc == ET_STATUS_ERR_USAGE ? EXIT_USAGE : EXIT_RUN);
+    return 0;
 }
 
 static void print_option(const et_option_decl *o)

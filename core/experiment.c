@@ -44,6 +44,7 @@ const et_option_decl et_train_options[] = {
     {"activation_dropout", ET_OPTION_TYPE_FLOAT, "0", 0, 1, NULL, "dropout after the FFN activation"},
     {"sampling", ET_OPTION_TYPE_CHOICE, "uniform", 0, -1, "uniform|sandwich", "supernet subnet sampling per update"},
     {"eval_batch_size", ET_OPTION_TYPE_INT, "128", 1, 1 << 20, NULL, "examples per evaluation batch"},
+    {"checkpoint_every", ET_OPTION_TYPE_INT, "200", 1, 1e12, NULL, "supernet updates between checkpoints (what a kill can lose)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -133,9 +134,10 @@ static int bind_plugin(et_experiment *x, const et_config_section *sec, int kind,
 }
 
 /* Each attention choice "name(k=v,...)" of the space names an attention
- * plugin and valid options for it. */
+ * plugin and valid options for it; the resolved choices are kept. */
 static int check_attention_list(et_experiment *x, const et_config_section *space_sec,
-                                const char *key, const et_text_choices *ch, char **err)
+                                const char *key, int32_t stack, const et_text_choices *ch,
+                                char **err)
 {
     const et_config_entry *e = et_config_entry_find(space_sec, key);
     char where[512];
@@ -144,27 +146,28 @@ static int check_attention_list(et_experiment *x, const et_config_section *space
     else
         et_section_where(space_sec, where, sizeof where);
     for (int32_t i = 0; i < ch->n; i++) {
-        char text[ET_MAX_CHOICE_TEXT];
-        snprintf(text, sizeof text, "%s", ch->v[i]);
-        char *open = strchr(text, '(');
+        et_attn_choice *c = &x->attn[stack][i];
+        x->n_attn[stack] = i + 1;
+        c->text = et_strdup(ch->v[i]);
+        if (!c->text)
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        char *open = strchr(c->text, '(');
         if (open)
             *open = 0;
         char at[700];
         snprintf(at, sizeof at, "%s: [space] %s", where, key);
-        const et_plugin *p;
-        int rc = et_registry_get(&x->reg, ET_PLUGIN_KIND_ATTENTION, text, at, &p, err);
+        int rc = et_registry_get(&x->reg, ET_PLUGIN_KIND_ATTENTION, c->text, at, &c->plugin, err);
         if (rc)
             return rc;
         char label[ET_MAX_CHOICE_TEXT + 64];
-        snprintf(label, sizeof label, "space %s: %s", key, text);
+        snprintf(label, sizeof label, "space %s: %s", key, c->text);
         et_config_section opts = {.name = label, .kind = "space", .label = "",
                                   .file = e ? e->file : space_sec->file, .line = e ? e->line : 0};
         et_config_entry entries[ET_MAX_CHOICE_TEXT / 2];
-        char store[ET_MAX_CHOICE_TEXT];
         if (open) {
-            snprintf(store, sizeof store, "%s", ch->v[i] + (open - text) + 1);
-            store[strlen(store) - 1] = 0; /* the closing ')' */
-            for (char *s = store; *s;) {
+            char *s = open + 1;
+            s[strlen(s) - 1] = 0; /* the closing ')' */
+            while (*s) {
                 char *comma = strchr(s, ',');
                 if (comma)
                     *comma = 0;
@@ -179,13 +182,11 @@ static int check_attention_list(et_experiment *x, const et_config_section *space
             }
         }
         opts.entries = entries;
-        size_t n = et_options_count(p->desc->options);
-        et_option_value *vals = calloc(n + 1, sizeof *vals);
-        if (!vals)
+        size_t n = et_options_count(c->plugin->desc->options);
+        c->opts = calloc(n + 1, sizeof *c->opts);
+        if (!c->opts)
             return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        rc = et_options_bind(p->desc->options, &opts, NULL, 0, vals, err);
-        free(vals);
-        if (rc)
+        if ((rc = et_options_bind(c->plugin->desc->options, &opts, NULL, 0, c->opts, err)))
             return rc;
     }
     return 0;
@@ -294,9 +295,11 @@ int et_experiment_load(const char *path, char *const *overrides, int n_overrides
     if (!space_sec)
         return et_fail(err, ET_STATUS_ERR_USAGE, "%s: no [space] section (the search space)", path);
     if ((rc = et_space_from_section(space_sec, &x->space, err)) ||
-        (rc = check_attention_list(x, space_sec, "encoder_attention", &x->space.enc.attention, err)) ||
-        (rc = check_attention_list(x, space_sec, "decoder_attention", &x->space.dec.attention, err)) ||
-        (rc = check_attention_list(x, space_sec, "decoder_cross_attention",
+        (rc = check_attention_list(x, space_sec, "encoder_attention", ET_STACK_ENC_SELF,
+                                   &x->space.enc.attention, err)) ||
+        (rc = check_attention_list(x, space_sec, "decoder_attention", ET_STACK_DEC_SELF,
+                                   &x->space.dec.attention, err)) ||
+        (rc = check_attention_list(x, space_sec, "decoder_cross_attention", ET_STACK_DEC_CROSS,
                                    &x->space.dec.cross_attention, err)))
         return rc;
 
@@ -355,6 +358,11 @@ void et_experiment_free(et_experiment *x)
     for (size_t i = 0; i < x->n_constraints; i++)
         free(x->constraints[i].figure);
     free(x->constraints);
+    for (int st = 0; st < 3; st++)
+        for (int32_t i = 0; i < x->n_attn[st]; i++) {
+            free(x->attn[st][i].text);
+            free(x->attn[st][i].opts);
+        }
     et_registry_free(&x->reg);
     et_plugin_path_free(x->plugin_dirs);
     et_config_free(&x->cfg);

@@ -30,6 +30,15 @@ typedef struct et_constraint {
     const et_config_entry *entry;
 } et_constraint;
 
+/* An attention choice of the space resolved to its plugin and options. */
+typedef struct et_attn_choice {
+    const et_plugin *plugin;
+    char *text;            /* holds the option strings the values point into */
+    et_option_value *opts; /* one per declared option of the plugin */
+} et_attn_choice;
+
+enum { ET_STACK_ENC_SELF = 0, ET_STACK_DEC_SELF = 1, ET_STACK_DEC_CROSS = 2 };
+
 /* Core-owned sections: [experiment], [train], [final]. */
 extern const et_option_decl et_experiment_options[];
 extern const et_option_decl et_train_options[];
@@ -50,6 +59,9 @@ typedef struct et_experiment {
     size_t n_searches, n_proxies;
     et_constraint *constraints;
     size_t n_constraints;
+    /* the space's attention choices per ET_STACK_* */
+    et_attn_choice attn[3][ET_MAX_CHOICES];
+    int32_t n_attn[3];
 } et_experiment;
 
 /* Read, override ("section.key=value" each) and check an experiment. */

@@ -140,7 +140,7 @@ int et_model_create(const et_space *space, const et_model_config *cfg, const et_
     m->C = cfg->num_classes;
     m->in_dim = cfg->input_dim;
     m->n_attn = st->attention.n;
-    m->T_max = cfg->max_len + (cfg->pooling == ET_POOLING_CLS);
+    m->T_max = cfg->max_len + (space->pooling == ET_POOLING_CLS);
     m->tensors = calloc((size_t)(8 + P_PER_LAYER * m->L), sizeof *m->tensors);
     m->attn_host = calloc((size_t)(m->L * m->n_attn), sizeof *m->attn_host);
     m->attn_state = calloc((size_t)(m->L * m->n_attn), sizeof *m->attn_state);
@@ -409,7 +409,7 @@ static void bind_tensors(et_model *m)
 #define BIND(t, r, c) (m->tensors[t].bound_rows = (r), m->tensors[t].bound_cols = (c))
     BIND(m->t_patch_w, e, m->in_dim);
     BIND(m->t_patch_b, 1, e);
-    if (m->cfg.pooling == ET_POOLING_CLS)
+    if (m->space.pooling == ET_POOLING_CLS)
         BIND(m->t_cls, 1, e);
     BIND(m->t_pos, m->T, e);
     if (m->space.norm == ET_NORM_PRE) {
@@ -458,7 +458,7 @@ int et_model_bind(et_model *m, const et_arch *arch, int32_t batch, int32_t len, 
     m->arch = *arch;
     m->B = batch;
     m->len = len;
-    m->T = len + (m->cfg.pooling == ET_POOLING_CLS);
+    m->T = len + (m->space.pooling == ET_POOLING_CLS);
     for (int32_t l = 0; l < arch->enc.layers; l++) {
         const et_layer_arch *g = &arch->enc.layer[l];
         if (g->block != ET_BLOCK_STANDARD && g->block != ET_BLOCK_ATTENTION_ONLY)
@@ -597,7 +597,7 @@ int et_model_forward(et_model *m, const et_batch *b, int training, uint64_t seed
     m->seed = seed;
     m->step = step;
     int64_t B = b->size, T = m->T, L = m->len, e = m->arch.enc.embed_dim, N = B * T;
-    int cls = m->cfg.pooling == ET_POOLING_CLS;
+    int cls = m->space.pooling == ET_POOLING_CLS;
     /* embed: x0[b, cls + p] = W x[b, p] + bias + pos[cls + p]; x0[b, 0] = cls + pos[0] */
     et_linear_forward(m->emb, e, m->src, m->in_dim, P(m, m->t_patch_w), m->in_dim,
                       P(m, m->t_patch_b), B * L, m->in_dim, e);
@@ -753,7 +753,7 @@ int et_model_backward(et_model *m, float scale, char **err)
     if (!m->bound || !m->b_now)
         return et_fail(err, ET_STATUS_ERR_USAGE, "model: backward without a forward");
     int64_t B = m->b_now, T = m->T, L = m->len, e = m->arch.enc.embed_dim, N = B * T;
-    int cls = m->cfg.pooling == ET_POOLING_CLS;
+    int cls = m->space.pooling == ET_POOLING_CLS;
     et_cross_entropy(m->dlogits, m->logits, m->C, m->labels, B, m->C, m->cfg.label_smoothing,
                      scale, NULL);
     memset(m->dpool, 0, sizeof(float) * (size_t)(B * e));

@@ -13,11 +13,6 @@
 
 #include <etnas/etnas.h>
 
-typedef enum et_pooling {
-    ET_POOLING_CLS = 0,  /* a learned class token at position 0 */
-    ET_POOLING_MEAN = 1  /* mean over the input positions */
-} et_pooling;
-
 /* One attention choice of the space, resolved to its plugin. */
 typedef struct et_attn_impl {
     const et_attention_vtable *vt;
@@ -28,7 +23,6 @@ typedef struct et_model_config {
     int32_t input_dim;   /* features per input position (e.g. P*P*C) */
     int32_t max_len;     /* input positions at most (class token not counted) */
     int32_t num_classes;
-    int32_t pooling;     /* et_pooling */
     int32_t max_batch;   /* examples per forward at most */
     float dropout;       /* residual dropout */
     float label_smoothing;

@@ -15,7 +15,8 @@
 
 #define LIST(help) ET_OPTION_TYPE_STRING, "", 1, 0, NULL, help
 
-/* head_dim, qkv_dim and norm stay the last three: et_space_from_section reads them by position. */
+/* head_dim, qkv_dim, norm and pooling stay the last four: et_space_from_section
+ * reads them by position. */
 const et_option_decl et_space_options[] = {
     {"encoder_embed_dim", LIST("encoder embedding dims, e.g. '64, 96, 128' (sets up the encoder)")},
     {"encoder_layers", LIST("encoder layer counts, e.g. '2..6'")},
@@ -39,6 +40,8 @@ const et_option_decl et_space_options[] = {
     {"qkv_dim", ET_OPTION_TYPE_INT, "0", 0, 65536, NULL,
      "fixed q/k/v width (HAT): head dim = qkv_dim / heads"},
     {"norm", ET_OPTION_TYPE_CHOICE, "pre", 0, -1, "pre|post", "LayerNorm placement"},
+    {"pooling", ET_OPTION_TYPE_CHOICE, "cls", 0, -1, "cls|mean",
+     "encoder classifiers: class token or mean of the positions"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -338,7 +341,7 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
     out->kind = has_enc && has_dec ? ET_MODEL_KIND_SEQ2SEQ
                                    : has_enc ? ET_MODEL_KIND_ENCODER : ET_MODEL_KIND_DECODER;
     size_t n_opts = et_options_count(et_space_options);
-    int64_t head_dim = vals[n_opts - 3].i, qkv_dim = vals[n_opts - 2].i;
+    int64_t head_dim = vals[n_opts - 4].i, qkv_dim = vals[n_opts - 3].i;
     if (head_dim && qkv_dim)
         return bad(&c, "qkv_dim", "%s", "set head_dim or qkv_dim, not both");
     if (qkv_dim) {
@@ -348,7 +351,8 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
         out->heads_rule = ET_HEADS_RULE_HEAD_DIM;
         out->head_dim = head_dim ? (int32_t)head_dim : 64;
     }
-    out->norm = (int32_t)vals[n_opts - 1].i;
+    out->norm = (int32_t)vals[n_opts - 2].i;
+    out->pooling = (int32_t)vals[n_opts - 1].i;
     if ((rc = check_heads(&c, out, "encoder_heads", &out->enc.heads)) ||
         (rc = check_heads(&c, out, "decoder_heads", &out->dec.heads)) ||
         (rc = check_heads(&c, out, "decoder_cross_heads", &out->dec.cross_heads)))
@@ -483,7 +487,8 @@ int et_space_format(const et_space *s, char *buf, size_t n)
         o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "qkv_dim = %d\n", s->qkv_dim);
     else
         o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "head_dim = %d\n", s->head_dim);
-    o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "norm = %s\n",
-                          s->norm == ET_NORM_PRE ? "pre" : "post");
+    o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "norm = %s\npooling = %s\n",
+                          s->norm == ET_NORM_PRE ? "pre" : "post",
+                          s->pooling == ET_POOLING_CLS ? "cls" : "mean");
     return o < n ? (int)o : ET_STATUS_ERR_USAGE;
 }

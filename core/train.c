@@ -141,6 +141,16 @@ int et_trainer_run(et_trainer *t, int64_t updates, const et_arch *fixed, double 
     return 0;
 }
 
+void et_trainer_seek(et_trainer *t, int64_t step)
+{
+    int64_t members = t->cfg.sampling == ET_SAMPLING_SANDWICH ? 3 : 1;
+    int64_t consumed = step * members * t->cfg.grad_accum;
+    int64_t count = t->task->batch_count(t->task_state, ET_SPLIT_TRAIN, t->cfg.batch_size);
+    t->step = step;
+    t->epoch = count > 0 ? consumed / count : 0;
+    t->batch = count > 0 ? consumed % count : 0;
+}
+
 int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, double *metric,
                         double *loss, char **err)
 {

@@ -53,6 +53,11 @@ void et_trainer_destroy(et_trainer *t);
 int et_trainer_run(et_trainer *t, int64_t updates, const et_arch *fixed, double *mean_loss,
                    char **err);
 
+/* Put the trainer where it was after `step` updates (resume): the data
+ * position follows from the step; the sampling stream must be restored
+ * separately (it is saved in checkpoints). */
+void et_trainer_seek(et_trainer *t, int64_t step);
+
 /* Metric (accuracy) and mean loss of arch on a split with the current
  * (inherited) weights. Dropout off. */
 int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, double *metric,

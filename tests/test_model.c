@@ -41,11 +41,13 @@ typedef struct fixture {
 static et_model *make(const et_space *s, int32_t pooling, uint64_t seed)
 {
     static et_host host;
+    et_space sp = *s;
+    sp.pooling = pooling;
     et_host_init(&host, seed, 1, s);
-    et_model_config cfg = {IN, LEN, C, pooling, B, 0.0f, 0.1f, ref_impl};
+    et_model_config cfg = {IN, LEN, C, B, 0.0f, 0.1f, ref_impl};
     et_model *m;
     char *err = NULL;
-    cr_assert_eq(et_model_create(s, &cfg, &host, &m, &err), 0, "%s", err);
+    cr_assert_eq(et_model_create(&sp, &cfg, &host, &m, &err), 0, "%s", err);
     et_model_init(m, seed);
     return m;
 }
@@ -267,7 +269,7 @@ Test(model, forward_is_deterministic_and_dropout_is_seeded)
     /* with dropout: same (seed, step) same loss, another step another loss */
     static et_host host;
     et_host_init(&host, 31, 1, &s);
-    et_model_config cfg = {IN, LEN, C, ET_POOLING_CLS, B, 0.3f, 0.1f, ref_impl};
+    et_model_config cfg = {IN, LEN, C, B, 0.3f, 0.1f, ref_impl};
     cr_assert_eq(et_model_create(&s, &cfg, &host, &f.m, &err), 0, "%s", err);
     et_model_init(f.m, 31);
     cr_assert_eq(et_model_bind(f.m, &a, B, LEN, &err), 0, "%s", err);

@@ -44,6 +44,12 @@ typedef enum et_norm {
 } et_norm;
 
 /* How heads map to projection widths (spec/search.md). */
+/* How an encoder classifier reads its final states (fixed per space). */
+typedef enum et_pooling {
+    ET_POOLING_CLS = 0,  /* a learned class token at position 0 */
+    ET_POOLING_MEAN = 1  /* mean over the input positions */
+} et_pooling;
+
 typedef enum et_heads_rule {
     ET_HEADS_RULE_HEAD_DIM = 0, /* head dim fixed; q/k/v width = head_dim * heads */
     ET_HEADS_RULE_QKV_DIM = 1   /* q/k/v width fixed; head dim = qkv_dim / heads */
@@ -81,6 +87,7 @@ typedef struct et_space {
     int32_t head_dim;   /* with ET_HEADS_RULE_HEAD_DIM */
     int32_t qkv_dim;    /* with ET_HEADS_RULE_QKV_DIM */
     int32_t norm;       /* et_norm */
+    int32_t pooling;    /* et_pooling, encoder classifiers */
     et_stack_space enc, dec;
 } et_space;
 

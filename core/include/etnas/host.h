@@ -29,6 +29,16 @@ typedef enum et_log_level {
 typedef void (*et_parallel_fn)(void *arg, int64_t begin, int64_t end, int32_t worker);
 
 typedef struct et_host et_host;
+struct et_attn_shape;
+struct et_task_info;
+
+/* What an evaluation of one architecture gave. */
+typedef struct et_eval_result {
+    double metric;      /* the task's metric (accuracy, BLEU, ...) on the split */
+    double loss;        /* mean loss per example (per token for sequences) */
+    double seconds;     /* wall time of the evaluation (0 when it came from the store) */
+    int32_t from_store; /* 1: an earlier identical evaluation was reused */
+} et_eval_result;
 
 struct et_host {
     uint32_t abi_version; /* ET_ABI_VERSION of the host */
@@ -68,7 +78,31 @@ struct et_host {
     int32_t (*arch_feature_count)(const et_space *space);
     void (*arch_features)(const et_space *space, const et_arch *arch, float *out);
 
-    /* Later issues append model, training and evaluation services here. */
+    /* ---- appended with the engine and the runner ---- */
+
+    /* The experiment's task as loaded (NULL outside an experiment): model
+     * kind, input geometry, vocabularies, metric and its direction. */
+    const struct et_task_info *task;
+    /* MACs of one forward of an attention choice for shape s; stack is 0 for
+     * encoder self-attention, 1 decoder self-attention, 2 decoder cross. */
+    double (*attention_macs)(void *ctx, int32_t stack, int32_t choice,
+                             const struct et_attn_shape *s);
+    /* Train the shared supernet until it has had `steps` updates in total
+     * (a no-op when it already has). */
+    int (*train_supernet)(void *ctx, int64_t steps, char **err);
+    /* Score archs with inherited supernet weights on the validation split.
+     * Results are stored before this returns; an arch scored before under the
+     * same conditions is not evaluated again (from_store = 1). */
+    int (*evaluate)(void *ctx, const et_arch *archs, int32_t n, et_eval_result *results,
+                    char **err);
+    /* Train arch from scratch for `steps` updates (0: the [train] steps) and
+     * score it on the validation split. */
+    int (*train_standalone)(void *ctx, const et_arch *arch, int64_t steps,
+                            et_eval_result *result, char **err);
+    /* A cost figure of the experiment's proxies ("params_m", "flops_g", ...). */
+    int (*cost)(void *ctx, const et_arch *arch, const char *figure, double *value, char **err);
+    /* Whether arch satisfies every [constraints] line (*ok = 1 or 0). */
+    int (*satisfies)(void *ctx, const et_arch *arch, int32_t *ok, char **err);
 };
 
 #define ET_HOST_HAS(host, member) \

@@ -1,0 +1,813 @@
+/* The experiment runner (runner.h). One run: task, supernet, the searches
+ * one after another on the shared supernet, final retraining, report. Every
+ * evaluation goes to the store before the strategy sees it, and supernet
+ * checkpoints are taken as training goes, so a killed run resumes with
+ * --resume: the strategies replay their seeded decisions and get stored
+ * results back. */
+#include "runner.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <zlib.h>
+
+#include <etnas/etnas.h>
+
+#include "checkpoint.h"
+#include "hostimpl.h"
+#include "model.h"
+#include "options.h"
+#include "space.h"
+#include "store.h"
+#include "train.h"
+#include "util.h"
+
+typedef struct record {
+    et_arch arch;
+    double metric, loss;
+    int32_t ok; /* satisfies the constraints */
+} record;
+
+typedef struct runner runner;
+
+typedef struct strategy {
+    runner *r;
+    const et_section_plugin *sp;
+    et_host host;
+    void *state;
+    record *recs;
+    size_t n, cap;
+    int64_t evals, reused;
+    double seconds;
+} strategy;
+
+typedef struct proxy_inst {
+    const et_section_plugin *sp;
+    et_host host;
+    void *state;
+} proxy_inst;
+
+struct runner {
+    et_experiment *x;
+    char *out_dir, *store_path, *ckpt_path;
+    et_store *store;
+    int64_t run_id;
+    et_host base;
+    et_host task_host;
+    void *task;
+    const et_task_vtable *task_vt;
+    et_task_info info;
+    et_attn_impl impl[ET_MAX_CHOICES];
+    void *macs_state[3][ET_MAX_CHOICES];
+    et_model *model;
+    et_trainer trainer;
+    int trainer_ready;
+    et_train_config tcfg;
+    int64_t checkpoint_every;
+    proxy_inst *proxies;
+    strategy *strategies;
+    strategy system; /* the host context of the task, the model and the proxies */
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int mkdirs(const char *path, char **err)
+{
+    char *p = et_strdup(path);
+    if (!p)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == 0) {
+            char c = *s;
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                int rc = et_fail(err, ET_STATUS_ERR_IO, "%s: cannot create: %s", p, strerror(errno));
+                free(p);
+                return rc;
+            }
+            *s = c;
+            if (!c)
+                break;
+        }
+    }
+    free(p);
+    return 0;
+}
+
+static const et_option_value *train_opt(const runner *r, const char *key)
+{
+    return et_option_find(et_train_options, r->x->train, key);
+}
+
+static const et_option_value *final_opt(const runner *r, const char *key)
+{
+    return et_option_find(et_final_options, r->x->final, key);
+}
+
+/* ---------------------------------------------------------------- costs */
+
+static int proxy_cost(runner *r, const et_arch *arch, const char *figure, double *value,
+                      char **err)
+{
+    for (size_t p = 0; p < r->x->n_proxies; p++) {
+        const et_proxy_vtable *vt = r->proxies[p].sp->plugin->desc->vtable;
+        for (size_t k = 0; vt->figures && vt->figures[k]; k++) {
+            if (strcmp(vt->figures[k], figure))
+                continue;
+            double vals[32];
+            char *perr = NULL;
+            int rc = vt->measure(r->proxies[p].state, arch, vals, &perr);
+            if (rc) {
+                et_fail(err, rc, "[%s] %s: %s", r->proxies[p].sp->sec->name, figure,
+                        perr ? perr : "measure failed");
+                free(perr);
+                return rc;
+            }
+            *value = vals[k];
+            return 0;
+        }
+    }
+    return et_fail(err, ET_STATUS_ERR_USAGE, "no [proxy] gives the figure '%s'", figure);
+}
+
+static int satisfies(runner *r, const et_arch *arch, int32_t *ok, char **err)
+{
+    *ok = 1;
+    for (size_t i = 0; i < r->x->n_constraints; i++) {
+        const et_constraint *c = &r->x->constraints[i];
+        double v;
+        int rc = proxy_cost(r, arch, c->figure, &v, err);
+        if (rc)
+            return rc;
+        if (c->cmp == ET_CMP_LE ? v > c->bound : v < c->bound)
+            *ok = 0;
+    }
+    return 0;
+}
+
+/* Every figure of every proxy, for the store. */
+static int all_costs(runner *r, const et_arch *arch, et_store_figures *out, char **err)
+{
+    out->n = 0;
+    for (size_t p = 0; p < r->x->n_proxies; p++) {
+        const et_proxy_vtable *vt = r->proxies[p].sp->plugin->desc->vtable;
+        double vals[32];
+        char *perr = NULL;
+        int rc = vt->measure(r->proxies[p].state, arch, vals, &perr);
+        if (rc) {
+            et_fail(err, rc, "[%s]: %s", r->proxies[p].sp->sec->name, perr ? perr : "failed");
+            free(perr);
+            return rc;
+        }
+        for (size_t k = 0; vt->figures && vt->figures[k] && k < 32; k++)
+            if (!et_store_figures_find(out, vt->figures[k]))
+                et_store_figures_add(out, vt->figures[k], vals[k]);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- supernet */
+
+static int save_checkpoint(runner *r, char **err)
+{
+    et_checkpoint_info *info = calloc(1, sizeof *info);
+    if (!info)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    info->step = r->trainer.step;
+    info->rng = r->trainer.rng;
+    int rc = et_checkpoint_save(r->ckpt_path, r->model, &r->trainer.optim, info, err);
+    free(info);
+    if (rc)
+        return rc;
+    /* the store remembers it, with a CRC of the whole file */
+    FILE *f = fopen(r->ckpt_path, "rb");
+    if (!f)
+        return et_fail(err, ET_STATUS_ERR_IO, "%s: %s", r->ckpt_path, strerror(errno));
+    et_store_checkpoint ck = {.step = r->trainer.step};
+    snprintf(ck.name, sizeof ck.name, "supernet");
+    snprintf(ck.path, sizeof ck.path, "%s", r->ckpt_path);
+    unsigned char buf[65536];
+    uLong crc = crc32(0, Z_NULL, 0);
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        crc = crc32(crc, buf, (uInt)got);
+        ck.size += (int64_t)got;
+    }
+    fclose(f);
+    ck.crc32 = (uint32_t)crc;
+    return et_store_checkpoint_put(r->store, r->run_id, &ck, err);
+}
+
+static int train_supernet(runner *r, int64_t target, char **err)
+{
+    if (target <= 0)
+        target = r->tcfg.steps;
+    if (r->trainer.step >= target)
+        return 0;
+    double t0 = now();
+    int64_t start = r->trainer.step;
+    while (r->trainer.step < target) {
+        int64_t chunk = r->checkpoint_every - r->trainer.step % r->checkpoint_every;
+        if (chunk > target - r->trainer.step)
+            chunk = target - r->trainer.step;
+        double loss;
+        int rc = et_trainer_run(&r->trainer, chunk, NULL, &loss, err);
+        if (rc)
+            return rc;
+        double dt = now() - t0;
+        double rate = (double)(r->trainer.step - start) / (dt > 0 ? dt : 1e-9);
+        et_log(ET_LOG_LEVEL_INFO, "supernet: step %lld/%lld, loss %.4f, %.1f steps/s, ETA %.0f s",
+               (long long)r->trainer.step, (long long)target, loss, rate,
+               (double)(target - r->trainer.step) / (rate > 0 ? rate : 1));
+        if ((rc = save_checkpoint(r, err)))
+            return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+static int remember(strategy *s, const et_arch *arch, double metric, double loss, int32_t ok)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? 2 * s->cap : 64;
+        record *nr = realloc(s->recs, nc * sizeof *nr);
+        if (!nr)
+            return ET_STATUS_ERR_NOMEM;
+        s->recs = nr;
+        s->cap = nc;
+    }
+    s->recs[s->n++] = (record){*arch, metric, loss, ok};
+    return 0;
+}
+
+/* Look up or compute one evaluation and store it; split "valid" or "test". */
+static int evaluate_one(strategy *s, const et_arch *arch, const char *split, const char *stage,
+                        const char *conditions, et_eval_result *res, char **err)
+{
+    runner *r = s->r;
+    char text[16384];
+    if (et_arch_format(&r->x->space, arch, text, sizeof text) < 0)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
+    et_store_eval_key key = {r->run_id, s->sp->sec->name, split, conditions,
+                             et_arch_hash(&r->x->space, arch), text};
+    et_store_eval got;
+    int rc = et_store_eval_get(r->store, &key, &got, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        const et_store_figure *m = et_store_figures_find(&got.metrics, "metric");
+        const et_store_figure *l = et_store_figures_find(&got.metrics, "loss");
+        *res = (et_eval_result){m ? m->value : NAN, l ? l->value : NAN, 0, 1};
+        return 0;
+    }
+    double t0 = now();
+    double metric, loss;
+    int32_t sp = strcmp(split, "test") == 0 ? ET_SPLIT_TEST : ET_SPLIT_VALID;
+    if ((rc = et_trainer_evaluate(&r->trainer, arch, sp, &metric, &loss, err)))
+        return rc;
+    et_store_eval val;
+    memset(&val, 0, sizeof val);
+    snprintf(val.stage, sizeof val.stage, "%s", stage);
+    et_store_figures_add(&val.metrics, "metric", metric);
+    et_store_figures_add(&val.metrics, "loss", loss);
+    if ((rc = all_costs(r, arch, &val.costs, err)))
+        return rc;
+    val.wall = now() - t0;
+    if ((rc = et_store_eval_put(r->store, &key, &val, 1, err)))
+        return rc;
+    *res = (et_eval_result){metric, loss, val.wall, 0};
+    return 0;
+}
+
+static int host_evaluate(void *ctx, const et_arch *archs, int32_t n, et_eval_result *results,
+                         char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    char cond[64];
+    snprintf(cond, sizeof cond, "supernet step=%lld", (long long)r->trainer.step);
+    for (int32_t i = 0; i < n; i++) {
+        char *verr = NULL;
+        if (et_arch_validate(&r->x->space, &archs[i], &verr)) {
+            int rc = et_fail(err, ET_STATUS_ERR_USAGE, "evaluate: %s", verr);
+            free(verr);
+            return rc;
+        }
+        int rc = evaluate_one(s, &archs[i], "valid", "supernet", cond, &results[i], err);
+        if (rc)
+            return rc;
+        int32_t ok;
+        if ((rc = satisfies(r, &archs[i], &ok, err)))
+            return rc;
+        if (remember(s, &archs[i], results[i].metric, results[i].loss, ok))
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        s->evals++;
+        s->reused += results[i].from_store;
+    }
+    return 0;
+}
+
+static int host_train_supernet(void *ctx, int64_t steps, char **err)
+{
+    strategy *s = ctx;
+    return train_supernet(s->r, steps, err);
+}
+
+/* Train arch from scratch on a fresh model (the supernet is untouched). */
+static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t split,
+                      double *metric, double *loss, char **err)
+{
+    et_model *m = NULL;
+    et_model_config mc = {r->info.input_dim, r->info.max_src_len, r->info.num_classes,
+                          r->tcfg.batch_size > r->tcfg.eval_batch_size ? r->tcfg.batch_size
+                                                                        : r->tcfg.eval_batch_size,
+                          (float)train_opt(r, "dropout")->f,
+                          (float)train_opt(r, "label_smoothing")->f, r->impl};
+    int rc = et_model_create(&r->x->space, &mc, &r->base, &m, err);
+    if (rc)
+        return rc;
+    et_model_init(m, r->base.seed ^ 0x5157a1d0e5ull);
+    et_train_config tc = r->tcfg;
+    tc.steps = steps;
+    tc.optim.total_steps = steps;
+    et_trainer t;
+    if (!(rc = et_trainer_create(&t, &tc, m, r->task_vt, r->task, &r->info, err))) {
+        rc = et_trainer_run(&t, steps, arch, NULL, err);
+        if (!rc)
+            rc = et_trainer_evaluate(&t, arch, split, metric, loss, err);
+        et_trainer_destroy(&t);
+    }
+    et_model_destroy(m);
+    return rc;
+}
+
+static int host_train_standalone(void *ctx, const et_arch *arch, int64_t steps,
+                                 et_eval_result *res, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    if (steps <= 0)
+        steps = r->tcfg.steps;
+    char text[16384], cond[64];
+    et_arch_format(&r->x->space, arch, text, sizeof text);
+    snprintf(cond, sizeof cond, "standalone steps=%lld", (long long)steps);
+    et_store_eval_key key = {r->run_id, s->sp->sec->name, "valid", cond,
+                             et_arch_hash(&r->x->space, arch), text};
+    et_store_eval got;
+    int rc = et_store_eval_get(r->store, &key, &got, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        *res = (et_eval_result){et_store_figures_find(&got.metrics, "metric")->value,
+                                et_store_figures_find(&got.metrics, "loss")->value, 0, 1};
+        return 0;
+    }
+    double t0 = now(), metric, loss;
+    if ((rc = standalone(r, arch, steps, ET_SPLIT_VALID, &metric, &loss, err)))
+        return rc;
+    et_store_eval val;
+    memset(&val, 0, sizeof val);
+    snprintf(val.stage, sizeof val.stage, "standalone");
+    et_store_figures_add(&val.metrics, "metric", metric);
+    et_store_figures_add(&val.metrics, "loss", loss);
+    if ((rc = all_costs(r, arch, &val.costs, err)))
+        return rc;
+    val.wall = now() - t0;
+    if ((rc = et_store_eval_put(r->store, &key, &val, 1, err)))
+        return rc;
+    *res = (et_eval_result){metric, loss, val.wall, 0};
+    return 0;
+}
+
+static int host_cost(void *ctx, const et_arch *arch, const char *figure, double *value,
+                     char **err)
+{
+    strategy *s = ctx;
+    return proxy_cost(s->r, arch, figure, value, err);
+}
+
+static int host_satisfies(void *ctx, const et_arch *arch, int32_t *ok, char **err)
+{
+    strategy *s = ctx;
+    return satisfies(s->r, arch, ok, err);
+}
+
+static double host_attention_macs(void *ctx, int32_t stack, int32_t choice,
+                                  const struct et_attn_shape *shape)
+{
+    runner *r = ((strategy *)ctx)->r;
+    if (stack < 0 || stack > 2 || choice < 0 || choice >= r->x->n_attn[stack] ||
+        !r->macs_state[stack][choice])
+        return NAN;
+    const et_attention_vtable *vt = r->x->attn[stack][choice].plugin->desc->vtable;
+    return vt->macs(r->macs_state[stack][choice], shape);
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static void host_for(runner *r, et_host *h, const char *section, void *ctx)
+{
+    et_host_init(h, et_experiment_section_seed(r->x, section), r->x->threads, &r->x->space);
+    h->ctx = ctx;
+    h->task = &r->info;
+    h->attention_macs = host_attention_macs;
+    h->train_supernet = host_train_supernet;
+    h->evaluate = host_evaluate;
+    h->train_standalone = host_train_standalone;
+    h->cost = host_cost;
+    h->satisfies = host_satisfies;
+}
+
+static char *effective_ini(const et_experiment *x)
+{
+    /* the file as read, plus the overrides as the store should compare them */
+    size_t n = strlen(x->cfg.text) + 1;
+    for (size_t i = 0; i < x->cfg.n; i++)
+        for (size_t j = 0; j < x->cfg.sections[i].n; j++)
+            if (x->cfg.sections[i].entries[j].line == 0)
+                n += strlen(x->cfg.sections[i].name) + strlen(x->cfg.sections[i].entries[j].key) +
+                     strlen(x->cfg.sections[i].entries[j].value) + 16;
+    char *s = malloc(n);
+    if (!s)
+        return NULL;
+    size_t o = (size_t)snprintf(s, n, "%s", x->cfg.text);
+    int open_line = o > 0 && s[o - 1] != '\n';
+    for (size_t i = 0; i < x->cfg.n; i++)
+        for (size_t j = 0; j < x->cfg.sections[i].n; j++) {
+            const et_config_entry *e = &x->cfg.sections[i].entries[j];
+            if (e->line != 0)
+                continue;
+            o += (size_t)snprintf(s + o, n - o, "%s; --set %s.%s=%s\n", open_line ? "\n" : "",
+                                  x->cfg.sections[i].name, e->key, e->value);
+            open_line = 0;
+        }
+    return s;
+}
+
+static int setup(runner *r, int resume, char **err)
+{
+    et_experiment *x = r->x;
+    int rc;
+    const char *name = *x->name ? x->name : NULL;
+    char base_name[256];
+    if (!name) {
+        const char *slash = strrchr(x->cfg.path, '/');
+        snprintf(base_name, sizeof base_name, "%s", slash ? slash + 1 : x->cfg.path);
+        char *dot = strrchr(base_name, '.');
+        if (dot)
+            *dot = 0;
+        name = base_name;
+    }
+    r->out_dir = *x->output ? et_strdup(x->output) : et_strdupf("runs/%s", name);
+    if (!r->out_dir || (rc = mkdirs(r->out_dir, err)))
+        return r->out_dir ? rc : et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    r->store_path = *x->store ? et_strdup(x->store) : et_strdupf("%s/store.sqlite", r->out_dir);
+    r->ckpt_path = et_strdupf("%s/supernet.ckpt", r->out_dir);
+    if (!r->store_path || !r->ckpt_path)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    if ((rc = et_store_open(r->store_path, ET_STORE_MODE_WRITE, &r->store, err)))
+        return rc;
+    char *ini = effective_ini(x);
+    if (!ini)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    et_store_run_info ri = {name, ini, x->seed, x->threads, PACKAGE_VERSION};
+    rc = resume ? et_store_run_resume(r->store, &ri, &r->run_id, err)
+                : et_store_run_add(r->store, &ri, &r->run_id, err);
+    free(ini);
+    if (rc)
+        return rc;
+    et_threads_set(x->threads);
+
+    /* task */
+    r->system.r = r;
+    host_for(r, &r->task_host, "task", &r->system);
+    r->task_vt = x->task.plugin->desc->vtable;
+    char *perr = NULL;
+    if ((rc = r->task_vt->create(&r->task_host, x->task.opts, &r->task, &perr)) ||
+        (rc = r->task_vt->load(r->task, &r->info, &perr))) {
+        et_fail(err, rc, "[task] %s: %s", x->task.plugin->desc->name, perr ? perr : "failed");
+        free(perr);
+        return rc;
+    }
+    if (r->info.model_kind != x->space.kind)
+        return et_fail(err, ET_STATUS_ERR_USAGE,
+                       "[task] %s needs a %s model, but [space] describes a %s model",
+                       x->task.plugin->desc->name,
+                       r->info.model_kind == ET_MODEL_KIND_ENCODER ? "encoder" : "sequence",
+                       x->space.kind == ET_MODEL_KIND_ENCODER ? "encoder" : "sequence");
+    et_log(ET_LOG_LEVEL_INFO, "task %s: %lld train, %lld valid, %lld test examples",
+           x->task.plugin->desc->name, (long long)r->info.split_size[0],
+           (long long)r->info.split_size[1], (long long)r->info.split_size[2]);
+
+    /* attention operators (one instance per choice for MAC counts) */
+    for (int st = 0; st < 3; st++)
+        for (int32_t c = 0; c < x->n_attn[st]; c++) {
+            const et_attention_vtable *vt = x->attn[st][c].plugin->desc->vtable;
+            if (st == ET_STACK_ENC_SELF)
+                r->impl[c] = (et_attn_impl){vt, x->attn[st][c].opts};
+            if ((rc = vt->create(&r->task_host, x->attn[st][c].opts, &r->macs_state[st][c], &perr))) {
+                et_fail(err, rc, "attention %s: %s", x->attn[st][c].text, perr ? perr : "failed");
+                free(perr);
+                return rc;
+            }
+        }
+
+    /* supernet and trainer */
+    r->tcfg = (et_train_config){
+        .steps = train_opt(r, "steps")->i,
+        .batch_size = (int32_t)train_opt(r, "batch_size")->i,
+        .grad_accum = (int32_t)train_opt(r, "grad_accum")->i,
+        .eval_batch_size = (int32_t)train_opt(r, "eval_batch_size")->i,
+        .sampling = (int32_t)train_opt(r, "sampling")->i,
+        .seed = et_experiment_section_seed(x, "train"),
+        .optim = {.lr = train_opt(r, "lr")->f,
+                  .min_lr = train_opt(r, "min_lr")->f,
+                  .warmup_steps = train_opt(r, "warmup_steps")->i,
+                  .total_steps = train_opt(r, "steps")->i,
+                  .schedule = (int32_t)train_opt(r, "schedule")->i,
+                  .beta1 = train_opt(r, "adam_beta1")->f,
+                  .beta2 = train_opt(r, "adam_beta2")->f,
+                  .eps = train_opt(r, "adam_eps")->f,
+                  .weight_decay = train_opt(r, "weight_decay")->f,
+                  .clip_norm = train_opt(r, "clip_norm")->f}};
+    r->checkpoint_every = train_opt(r, "checkpoint_every")->i;
+    host_for(r, &r->base, "model", &r->system);
+    et_model_config mc = {r->info.input_dim, r->info.max_src_len, r->info.num_classes,
+                          r->tcfg.batch_size > r->tcfg.eval_batch_size ? r->tcfg.batch_size
+                                                                        : r->tcfg.eval_batch_size,
+                          (float)train_opt(r, "dropout")->f,
+                          (float)train_opt(r, "label_smoothing")->f, r->impl};
+    if ((rc = et_model_create(&x->space, &mc, &r->base, &r->model, err)))
+        return rc;
+    et_model_init(r->model, r->base.seed);
+    if ((rc = et_trainer_create(&r->trainer, &r->tcfg, r->model, r->task_vt, r->task, &r->info,
+                                err)))
+        return rc;
+    r->trainer_ready = 1;
+    if (resume) {
+        et_store_checkpoint ck;
+        rc = et_store_checkpoint_latest(r->store, r->run_id, "supernet", &ck, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            et_checkpoint_info *info = calloc(1, sizeof *info);
+            if (!info)
+                return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+            rc = et_checkpoint_load(ck.path, r->model, &r->trainer.optim, info, err);
+            if (!rc) {
+                et_trainer_seek(&r->trainer, info->step);
+                r->trainer.rng = info->rng;
+                et_log(ET_LOG_LEVEL_INFO, "resumed the supernet at step %lld from %s",
+                       (long long)info->step, ck.path);
+            }
+            free(info);
+            if (rc)
+                return rc;
+        }
+    }
+
+    /* proxies, then strategies */
+    r->proxies = calloc(x->n_proxies + 1, sizeof *r->proxies);
+    r->strategies = calloc(x->n_searches + 1, sizeof *r->strategies);
+    if (!r->proxies || !r->strategies)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    for (size_t p = 0; p < x->n_proxies; p++) {
+        proxy_inst *pi = &r->proxies[p];
+        pi->sp = &x->proxies[p];
+        host_for(r, &pi->host, pi->sp->sec->name, &r->system);
+        const et_proxy_vtable *vt = pi->sp->plugin->desc->vtable;
+        if ((rc = vt->create(&pi->host, pi->sp->opts, &pi->state, &perr))) {
+            et_fail(err, rc, "[%s]: %s", pi->sp->sec->name, perr ? perr : "create failed");
+            free(perr);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void teardown(runner *r)
+{
+    et_experiment *x = r->x;
+    for (size_t i = 0; r->strategies && i < x->n_searches; i++) {
+        strategy *s = &r->strategies[i];
+        if (s->state)
+            ((const et_search_vtable *)s->sp->plugin->desc->vtable)->destroy(s->state);
+        free(s->recs);
+    }
+    for (size_t p = 0; r->proxies && p < x->n_proxies; p++)
+        if (r->proxies[p].state)
+            ((const et_proxy_vtable *)r->proxies[p].sp->plugin->desc->vtable)
+                ->destroy(r->proxies[p].state);
+    free(r->strategies);
+    free(r->proxies);
+    for (int st = 0; st < 3; st++)
+        for (int32_t c = 0; c < x->n_attn[st]; c++)
+            if (r->macs_state[st][c])
+                ((const et_attention_vtable *)x->attn[st][c].plugin->desc->vtable)
+                    ->destroy(r->macs_state[st][c]);
+    if (r->trainer_ready)
+        et_trainer_destroy(&r->trainer);
+    et_model_destroy(r->model);
+    if (r->task)
+        r->task_vt->destroy(r->task);
+    et_store_close(r->store);
+    free(r->out_dir);
+    free(r->store_path);
+    free(r->ckpt_path);
+}
+
+/* ---------------------------------------------------------------- final and report */
+
+typedef struct winner {
+    int found;
+    record rec;
+    double test_metric;
+    double params_m, flops_g;
+    int has_params, has_flops;
+} winner;
+
+static int pick(const runner *r, const strategy *s, record *out)
+{
+    int found = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const record *c = &s->recs[i];
+        if (!c->ok || !isfinite(c->metric))
+            continue;
+        int better = !found || (r->info.higher_is_better ? c->metric > out->metric
+                                                         : c->metric < out->metric);
+        if (better) {
+            *out = *c;
+            found = 1;
+        }
+    }
+    return found;
+}
+
+static int finalize(runner *r, strategy *s, winner *w, char **err)
+{
+    memset(w, 0, sizeof *w);
+    if (!(w->found = pick(r, s, &w->rec)))
+        return 0;
+    const et_arch *arch = &w->rec.arch;
+    int rc;
+    char text[16384], cond[64];
+    et_arch_format(&r->x->space, arch, text, sizeof text);
+    int retrain = (int)final_opt(r, "retrain")->i;
+    int64_t steps = final_opt(r, "steps")->i ? final_opt(r, "steps")->i : r->tcfg.steps;
+    if (retrain)
+        snprintf(cond, sizeof cond, "final standalone steps=%lld", (long long)steps);
+    else
+        snprintf(cond, sizeof cond, "final supernet step=%lld", (long long)r->trainer.step);
+    et_store_eval_key key = {r->run_id, s->sp->sec->name, "test", cond,
+                             et_arch_hash(&r->x->space, arch), text};
+    et_store_eval got;
+    if ((rc = et_store_eval_get(r->store, &key, &got, err)) < 0)
+        return rc;
+    if (rc == 0) {
+        double t0 = now(), metric, loss;
+        et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s the winner (%lld steps) and scoring it on test",
+               s->sp->sec->name, retrain ? "retraining" : "evaluating", (long long)steps);
+        rc = retrain ? standalone(r, arch, steps, ET_SPLIT_TEST, &metric, &loss, err)
+                     : et_trainer_evaluate(&r->trainer, arch, ET_SPLIT_TEST, &metric, &loss, err);
+        if (rc)
+            return rc;
+        memset(&got, 0, sizeof got);
+        snprintf(got.stage, sizeof got.stage, "final");
+        et_store_figures_add(&got.metrics, "metric", metric);
+        et_store_figures_add(&got.metrics, "loss", loss);
+        if ((rc = all_costs(r, arch, &got.costs, err)))
+            return rc;
+        got.wall = now() - t0;
+        if ((rc = et_store_eval_put(r->store, &key, &got, 1, err)) ||
+            (rc = et_store_final_put(r->store, &key, 0, err)))
+            return rc;
+    }
+    w->test_metric = et_store_figures_find(&got.metrics, "metric")->value;
+    const et_store_figure *f;
+    if ((f = et_store_figures_find(&got.costs, "params_m")))
+        w->params_m = f->value, w->has_params = 1;
+    if ((f = et_store_figures_find(&got.costs, "flops_g")))
+        w->flops_g = f->value, w->has_flops = 1;
+    return 0;
+}
+
+static void report(runner *r, const winner *w)
+{
+    et_experiment *x = r->x;
+    char *md = et_strdupf("%s/report.md", r->out_dir), *csv = et_strdupf("%s/results.csv", r->out_dir);
+    FILE *fm = md ? fopen(md, "w") : NULL, *fc = csv ? fopen(csv, "w") : NULL;
+    const char *metric = r->info.metric ? r->info.metric : "metric";
+    FILE *outs[2] = {stdout, fm};
+    for (int o = 0; o < 2; o++) {
+        FILE *f = outs[o];
+        if (!f)
+            continue;
+        fprintf(f, "\n| strategy | evaluations (reused) | best valid %s | test %s | params (M) | FLOPs (G) | search s |\n",
+                metric, metric);
+        fprintf(f, "|---|---|---|---|---|---|---|\n");
+        for (size_t i = 0; i < x->n_searches; i++) {
+            const strategy *s = &r->strategies[i];
+            fprintf(f, "| %s | %lld (%lld) |", s->sp->sec->label, (long long)s->evals,
+                    (long long)s->reused);
+            if (!w[i].found) {
+                fprintf(f, " none satisfied the constraints | | | | %.1f |\n", s->seconds);
+                continue;
+            }
+            fprintf(f, " %.4f | %.4f |", w[i].rec.metric, w[i].test_metric);
+            if (w[i].has_params)
+                fprintf(f, " %.4f |", w[i].params_m);
+            else
+                fprintf(f, " |");
+            if (w[i].has_flops)
+                fprintf(f, " %.4f |", w[i].flops_g);
+            else
+                fprintf(f, " |");
+            fprintf(f, " %.1f |\n", s->seconds);
+        }
+        for (size_t i = 0; i < x->n_searches; i++)
+            if (w[i].found) {
+                char text[16384];
+                et_arch_format(&x->space, &w[i].rec.arch, text, sizeof text);
+                fprintf(f, "\n%s: `%s`\n", r->strategies[i].sp->sec->label, text);
+            }
+    }
+    if (fc) {
+        fprintf(fc, "strategy,evaluations,reused,valid_%s,test_%s,params_m,flops_g,search_seconds,arch\n",
+                metric, metric);
+        for (size_t i = 0; i < x->n_searches; i++) {
+            const strategy *s = &r->strategies[i];
+            char text[16384] = "";
+            if (w[i].found)
+                et_arch_format(&x->space, &w[i].rec.arch, text, sizeof text);
+            fprintf(fc, "%s,%lld,%lld,", s->sp->sec->label, (long long)s->evals, (long long)s->reused);
+            if (w[i].found)
+                fprintf(fc, "%.6f,%.6f,", w[i].rec.metric, w[i].test_metric);
+            else
+                fprintf(fc, ",,");
+            if (w[i].has_params)
+                fprintf(fc, "%.6f", w[i].params_m);
+            fprintf(fc, ",");
+            if (w[i].has_flops)
+                fprintf(fc, "%.6f", w[i].flops_g);
+            fprintf(fc, ",%.3f,\"%s\"\n", s->seconds, text);
+        }
+    }
+    if (fm)
+        fclose(fm);
+    if (fc)
+        fclose(fc);
+    et_log(ET_LOG_LEVEL_INFO, "report: %s, %s", md ? md : "?", csv ? csv : "?");
+    free(md);
+    free(csv);
+}
+
+int et_runner_run(et_experiment *x, int resume, char **err)
+{
+    runner r;
+    memset(&r, 0, sizeof r);
+    r.x = x;
+    winner *w = NULL;
+    int rc = setup(&r, resume, err);
+    for (size_t i = 0; !rc && i < x->n_searches; i++) {
+        strategy *s = &r.strategies[i];
+        s->r = &r;
+        s->sp = &x->searches[i];
+        host_for(&r, &s->host, s->sp->sec->name, s);
+        const et_search_vtable *vt = s->sp->plugin->desc->vtable;
+        char *perr = NULL;
+        double t0 = now();
+        et_log(ET_LOG_LEVEL_INFO, "[%s] %s: searching", s->sp->sec->name, s->sp->plugin->desc->name);
+        if ((rc = vt->create(&s->host, s->sp->opts, &s->state, &perr)) ||
+            (rc = vt->run(s->state, &perr))) {
+            if (perr) {
+                et_fail(err, rc, "[%s] %s", s->sp->sec->name, perr);
+                free(perr);
+            } else if (!err || !*err) {
+                et_fail(err, rc, "[%s] failed", s->sp->sec->name);
+            }
+        }
+        s->seconds = now() - t0;
+    }
+    if (!rc) {
+        w = calloc(x->n_searches + 1, sizeof *w);
+        if (!w)
+            rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < x->n_searches; i++)
+            rc = finalize(&r, &r.strategies[i], &w[i], err);
+        if (!rc)
+            report(&r, w);
+    }
+    free(w);
+    teardown(&r);
+    return rc;
+}

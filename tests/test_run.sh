@@ -1,0 +1,108 @@
+#!/bin/sh
+# `etnas run` end to end on the test plugins (a synthetic task, a naive
+# softmax operator, a fake cost proxy): two strategies side by side, a
+# report, a resume that reuses every stored evaluation, and runs killed
+# with SIGKILL at several moments that, resumed, end exactly where an
+# uninterrupted run ends. Prints TAP.
+set -u
+: "${ET_BUILDDIR:=.}" "${ET_SRCDIR:=.}"
+etnas="$ET_BUILDDIR/etnas"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/plugins"
+for p in synth ref_softmax fake_proxy; do ln -s "$ET_BUILDDIR/tests/plugins/.libs/$p.so" "$tmp/plugins/"; done
+n=0 fails=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+write_ini() { # DIR STEPS
+    cat >"$1.ini" <<INI
+[experiment]
+name = e2e
+seed = 4
+plugin_path = $tmp/plugins
+output = $1
+[task]
+plugin = synth
+[space]
+encoder_embed_dim = 16, 24
+encoder_layers = 1..2
+encoder_ffn_dim = 16, 32
+encoder_heads = 2, 4
+encoder_attention = ref_softmax
+head_dim = 4
+pooling = mean
+[search random]
+samples = 8
+[search second]
+plugin = random
+samples = 4
+[proxy fake_proxy]
+[constraints]
+params_m <= 20
+[train]
+steps = $2
+batch_size = 32
+eval_batch_size = 64
+lr = 3e-3
+warmup_steps = 10
+checkpoint_every = 100
+[final]
+steps = 200
+INI
+}
+
+# the columns that must not depend on interruptions: all but the counts of
+# reused evaluations and the wall times
+results() { sed 's/^\([^,]*\),[^,]*,[^,]*,\([^,]*,[^,]*,[^,]*,[^,]*\),[^,]*,/\1,\2,/' "$1/results.csv"; }
+
+echo "1..6"
+write_ini "$tmp/a" 300
+"$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
+rc=$?
+if [ $rc -eq 0 ] && [ -s "$tmp/a/report.md" ] && [ "$(wc -l <"$tmp/a/results.csv")" -eq 3 ]; then
+    ok "run writes report.md and results.csv"
+else
+    not_ok "run" "exit $rc" "$(tail -n 3 "$tmp/a.err")"
+fi
+acc=$(awk -F, 'NR > 1 && $5 > 0.6 {k++} END {print k + 0}' "$tmp/a/results.csv")
+[ "$acc" -eq 2 ] && ok "both strategies' winners learn the task (test accuracy > 0.6)" || not_ok "accuracy" "$(cat "$tmp/a/results.csv")"
+
+"$etnas" run "$tmp/a.ini" --resume >"$tmp/r.out" 2>"$tmp/r.err"
+if grep -q "| random | 8 (8) |" "$tmp/r.out" && grep -q "| second | 4 (4) |" "$tmp/r.out"; then
+    ok "--resume reuses every stored evaluation"
+else
+    not_ok "--resume reuse" "$(cat "$tmp/r.out")"
+fi
+
+"$etnas" run "$tmp/a.ini" --resume --set experiment.seed=5 >/dev/null 2>"$tmp/m.err"
+rc=$?
+if [ $rc -eq 2 ] && [ "$(wc -l <"$tmp/m.err")" -eq 1 ] && grep -q "cannot resume" "$tmp/m.err"; then
+    ok "--resume with another seed is refused in one line, exit 2"
+else
+    not_ok "--resume mismatch" "exit $rc" "$(cat "$tmp/m.err")"
+fi
+
+# killed runs: a longer supernet so the kills land in training and search
+write_ini "$tmp/full" 1500
+"$etnas" run "$tmp/full.ini" >/dev/null 2>&1 || not_ok "uninterrupted long run"
+write_ini "$tmp/k" 1500
+killed=0
+for delay in 0.2 0.5 0.9 1.4; do
+    if [ $killed -eq 0 ]; then "$etnas" run "$tmp/k.ini" >/dev/null 2>&1 & else "$etnas" run "$tmp/k.ini" --resume >/dev/null 2>&1 & fi
+    pid=$!
+    sleep $delay
+    kill -9 $pid 2>/dev/null && killed=$((killed + 1))
+    wait $pid 2>/dev/null
+    [ -f "$tmp/k/store.sqlite" ] || killed=0
+done
+"$etnas" run "$tmp/k.ini" --resume >/dev/null 2>"$tmp/k.err"
+rc=$?
+if [ $rc -eq 0 ] && [ "$(results "$tmp/full")" = "$(results "$tmp/k")" ]; then
+    ok "killed $killed times and resumed: the same results as an uninterrupted run"
+else
+    not_ok "kill and resume" "exit $rc: $(cat "$tmp/k.err")" "$(results "$tmp/full")" "$(results "$tmp/k")"
+fi
+[ $killed -ge 1 ] && ok "at least one kill landed before the run finished" || not_ok "no kill landed (the run finished too fast)"
+
+[ $fails -eq 0 ]
