@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <etnas/etnas.h>
+
 #include "options.h"
 #include "util.h"
 
@@ -126,6 +128,34 @@ static int valid_name(const char *s)
     return 1;
 }
 
+/* The first required vtable member a plugin leaves NULL, or NULL. Members
+ * documented as NULL-able (incremental decoding, set_step) are not checked. */
+static const char *missing_member(const et_plugin_descriptor *d)
+{
+    switch (d->kind) {
+    case ET_PLUGIN_KIND_ATTENTION: {
+        const et_attention_vtable *v = d->vtable;
+        return !v->create ? "create" : !v->destroy ? "destroy" : !v->prepare ? "prepare"
+             : !v->saved_floats ? "saved_floats" : !v->work_floats ? "work_floats"
+             : !v->forward ? "forward" : !v->backward ? "backward" : !v->macs ? "macs" : NULL;
+    }
+    case ET_PLUGIN_KIND_SEARCH: {
+        const et_search_vtable *v = d->vtable;
+        return !v->create ? "create" : !v->destroy ? "destroy" : !v->run ? "run" : NULL;
+    }
+    case ET_PLUGIN_KIND_TASK: {
+        const et_task_vtable *v = d->vtable;
+        return !v->create ? "create" : !v->destroy ? "destroy" : !v->load ? "load"
+             : !v->batch_count ? "batch_count" : !v->batch ? "batch" : NULL;
+    }
+    default: {
+        const et_proxy_vtable *v = d->vtable;
+        return !v->create ? "create" : !v->destroy ? "destroy" : !v->figures ? "figures"
+             : !v->measure ? "measure" : NULL;
+    }
+    }
+}
+
 static int check_descriptor(const char *path, const et_plugin_descriptor *d, char **err)
 {
     if (d->abi_version != ET_ABI_VERSION)
@@ -141,6 +171,11 @@ static int check_descriptor(const char *path, const et_plugin_descriptor *d, cha
                        d->name ? d->name : "(null)");
     if (!d->vtable)
         return et_fail(err, ET_STATUS_ERR_FORMAT, "%s: plugin '%s' has no vtable", path, d->name);
+    const char *missing = missing_member(d);
+    if (missing)
+        return et_fail(err, ET_STATUS_ERR_FORMAT,
+                       "%s: %s plugin '%s' lacks the required vtable member '%s'", path,
+                       et_plugin_kind_name((int)d->kind), d->name, missing);
     char why[256];
     for (size_t i = 0; d->options && d->options[i].key; i++) {
         const et_option_decl *o = &d->options[i];

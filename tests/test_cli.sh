@@ -79,7 +79,7 @@ ETNAS_PLUGIN_PATH= "$etnas" check "$tmp/e.ini" >"$tmp/out" 2>&1 && grep -q ": ok
 { cat "$tmp/e.ini"; printf '[trian]\nsteps = 3\n'; } >"$tmp/e2.ini"
 expect 2 "e2.ini:14: unknown section \[trian\] (did you mean \[train\]?)" "unknown section" -- check "$tmp/e2.ini"
 expect 2 "\-\-set: \[search one\] unknown key 'sise' (did you mean 'size'?)" "--set unknown key" -- check "$tmp/e.ini" --set "search one.sise=3"
-expect 1 "has no model engine yet" "run says plainly what is missing" -- run "$tmp/e.ini"
+expect 1 "\[task\] fake_task: fake_task has no data" "a failed run says why in one line, exit 1" -- run "$tmp/e.ini" --out "$tmp/rundir"
 
 ln -s "$ET_BUILDDIR/tests/plugins/.libs/bad_abi.so" "$tmp/plugins/"
 expect 2 "bad_abi.so: plugin ABI version 999, but this etnas speaks version" "wrong ABI named with both versions" -- check "$tmp/e.ini"

@@ -101,3 +101,15 @@ Test(plugin, search_path_order)
     cr_assert_str_eq(dirs[n - 1], "/c");
     et_plugin_path_free(dirs);
 }
+
+Test(plugin, refuses_missing_vtable_members)
+{
+    et_registry reg = {0};
+    char *err = NULL, want[8192];
+    const char *path = tu_fake("no_load");
+    cr_assert_eq(et_registry_load(&reg, path, &err), ET_STATUS_ERR_FORMAT);
+    snprintf(want, sizeof want, "%s: task plugin 'no_load' lacks the required vtable member 'load'",
+             path);
+    cr_assert_str_eq(err, want);
+    free(err);
+}

@@ -3,7 +3,9 @@
  * descriptor symbol and duplicate names. Their vtables do the least that
  * still lets an experiment be checked; they never train anything. */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <etnas/etnas.h>
 
@@ -43,10 +45,96 @@ static int fake_measure(void *state, const et_arch *arch, double *values, char *
     return 0;
 }
 
+#ifndef FAKE_NO_LOAD
+/* A task with no data: loading it fails the way a missing data set would. */
+static int fake_load(void *state, et_task_info *info, char **err)
+{
+    (void)state;
+    (void)info;
+    *err = malloc(32);
+    if (*err)
+        snprintf(*err, 32, "fake_task has no data");
+    return ET_STATUS_ERR_IO;
+}
+#endif
+
+static int64_t fake_count(void *state, int32_t split, int32_t batch_size)
+{
+    (void)state, (void)split, (void)batch_size;
+    return 0;
+}
+
+static int fake_batch(void *state, int32_t split, int64_t epoch, int32_t batch_size, int64_t index,
+                      et_batch *out, char **err)
+{
+    (void)state, (void)split, (void)epoch, (void)batch_size, (void)index, (void)out, (void)err;
+    return ET_STATUS_ERR_USAGE;
+}
+
+/* An attention operator that outputs zeros. */
+static int fake_prepare(void *state, const et_attn_shape *max, char **err)
+{
+    (void)state, (void)max, (void)err;
+    return 0;
+}
+
+static int64_t fake_floats(void *state, const et_attn_shape *s)
+{
+    (void)state, (void)s;
+    return 0;
+}
+
+static void zero_view(const et_attn_shape *s, et_attn_view x, int32_t len, int32_t dim)
+{
+    for (int32_t b = 0; b < s->batch; b++)
+        for (int32_t h = 0; h < s->heads; h++)
+            for (int32_t i = 0; i < len; i++)
+                memset(x.data + b * x.sb + h * x.sh + i * x.st, 0, sizeof(float) * (size_t)dim);
+}
+
+static int fake_forward(void *state, const et_attn_shape *s, et_attn_view q, et_attn_view k,
+                        et_attn_view v, et_attn_view out, float *saved, float *work)
+{
+    (void)state, (void)q, (void)k, (void)v, (void)saved, (void)work;
+    zero_view(s, out, s->len_q, s->dim_v);
+    return 0;
+}
+
+static int fake_backward(void *state, const et_attn_shape *s, et_attn_view q, et_attn_view k,
+                         et_attn_view v, et_attn_view out, et_attn_view dout, const float *saved,
+                         et_attn_view dq, et_attn_view dk, et_attn_view dv, float *work)
+{
+    (void)state, (void)q, (void)k, (void)v, (void)out, (void)dout, (void)saved, (void)work;
+    zero_view(s, dq, s->len_q, s->dim_qk);
+    zero_view(s, dk, s->len_k, s->dim_qk);
+    zero_view(s, dv, s->len_k, s->dim_v);
+    return 0;
+}
+
+static double fake_macs(void *state, const et_attn_shape *s)
+{
+    (void)state, (void)s;
+    return 0.0;
+}
+
 static const et_search_vtable search_vt = {fake_create, fake_destroy, fake_run};
 static const et_proxy_vtable proxy_vt = {fake_create, fake_destroy, fake_figures, fake_measure};
-static const et_task_vtable task_vt = {.create = fake_create, .destroy = fake_destroy};
-static const et_attention_vtable attn_vt = {.create = fake_create, .destroy = fake_destroy};
+#ifdef FAKE_NO_LOAD
+static const et_task_vtable task_vt = {fake_create, fake_destroy, NULL, fake_count, fake_batch};
+#else
+static const et_task_vtable task_vt = {fake_create, fake_destroy, fake_load, fake_count,
+                                       fake_batch};
+#endif
+static const et_attention_vtable attn_vt = {
+    .create = fake_create,
+    .destroy = fake_destroy,
+    .prepare = fake_prepare,
+    .saved_floats = fake_floats,
+    .work_floats = fake_floats,
+    .forward = fake_forward,
+    .backward = fake_backward,
+    .macs = fake_macs,
+};
 
 static const et_option_decl fake_options[] = {
     {"size", ET_OPTION_TYPE_INT, "10", 1, 1000, NULL, "how many"},
