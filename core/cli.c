@@ -7,6 +7,7 @@
 #include <etnas/etnas.h>
 
 #include "inifile.h"
+#include "bleu.h"
 #include "experiment.h"
 #include "options.h"
 #include "plugin.h"
@@ -26,6 +27,7 @@ static const char *const usage_main =
     "  check EXP.ini     check an experiment file; runs nothing\n"
     "  plugins [NAME]    list plugins, or show one plugin's options\n"
     "  arch SPACE.ini    sample, parse and describe architectures of a space\n"
+    "  bleu HYP REF      corpus BLEU of two text files, as sacreBLEU computes it\n"
     "\n"
     "options:\n"
     "  --help            this text; 'etnas COMMAND --help' for a command\n"
@@ -63,6 +65,14 @@ static const char *const usage_arch =
     "and exact size. --sample prints N architectures drawn with seed S (default 1)\n"
     "in canonical form; --parse checks ARCH against the space and prints it back\n"
     "in canonical form; --features adds each one's feature vector.\n";
+
+static const char *const usage_bleu =
+    "usage: etnas bleu HYP REF [--tokenize 13a|none]\n"
+    "\n"
+    "Corpus BLEU of the hypotheses in HYP against the references in REF (one\n"
+    "segment per line, same line counts), exactly as sacreBLEU 2.6.0 computes\n"
+    "it: tokenizer 13a (default) or none, 4-grams, exp smoothing, mixed case.\n"
+    "Prints sacreBLEU's line: score, 1-4-gram precisions, BP, ratio, lengths.\n";
 
 static int wants_help(int argc, char **argv)
 {
@@ -353,6 +363,42 @@ static int cmd_arch(int argc, char **argv)
     return 0;
 }
 
+static int cmd_bleu(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_bleu, stdout);
+        return 0;
+    }
+    const char *files[2] = {NULL, NULL};
+    et_bleu_tokenize tok = ET_BLEU_TOKENIZE_13A;
+    int nf = 0;
+    char *err = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--tokenize")) {
+            if (i + 1 >= argc)
+                return usage_error("bleu", "%s needs 13a or none", "--tokenize");
+            if (et_bleu_tokenize_parse(argv[++i], &tok, &err))
+                return report("bleu", err, EXIT_USAGE);
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage_error("bleu", "unknown option '%s'", argv[i]);
+        } else if (nf == 2) {
+            return usage_error("bleu", "unexpected argument '%s'", argv[i]);
+        } else {
+            files[nf++] = argv[i];
+        }
+    }
+    if (nf != 2)
+        return usage_error("bleu", "%s", "needs a hypothesis file and a reference file");
+    et_bleu_result r;
+    int rc = et_bleu_files(files[0], files[1], tok, &r, &err);
+    if (rc)
+        return report("bleu", err, EXIT_USAGE);
+    char line[512];
+    et_bleu_format(&r, line, sizeof line);
+    printf("%s\n", line);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -376,6 +422,8 @@ int main(int argc, char **argv)
         return cmd_plugins(argc - 2, argv + 2);
     if (!strcmp(cmd, "arch"))
         return cmd_arch(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bleu"))
+        return cmd_bleu(argc - 2, argv + 2);
     fprintf(stderr, "etnas: unknown command '%s' (see 'etnas --help')\n", cmd);
     return EXIT_USAGE;
 }

@@ -27,11 +27,11 @@ expect() {
     fi
 }
 
-echo "1..22"
+echo "1..25"
 
 "$etnas" --help | grep -q "^usage: etnas COMMAND" && ok "--help" || not_ok "--help"
 "$etnas" --version | grep -q "^etnas [0-9]" && ok "--version" || not_ok "--version"
-for c in run check plugins arch; do
+for c in run check plugins arch bleu; do
     "$etnas" $c --help | grep -q "^usage: etnas $c" && ok "$c --help" || not_ok "$c --help"
 done
 
@@ -56,6 +56,12 @@ expect 2 "s.ini:5: \[space\] encoder_heads: 'two' is not a positive integer" "ba
 printf '[space]\nencoder_embed_dim = 64\nencoder_layers = 2\nencoder_ffn_dim = 64\nencoder_heads = 2\n' >"$tmp/s.ini"
 expect 2 "arch text, offset 3: expected '(E='" "bad arch text names the offset" -- arch "$tmp/s.ini" --parse "enc[E=64"
 expect 2 "encoder embed_dim 65 is not one of the space's choices (64)" "arch outside the space" -- arch "$tmp/s.ini" --parse "enc(E=65,L=2)[ffn=64,heads=2,attn=softmax,block=standard,act=gelu][ffn=64,heads=2,attn=softmax,block=standard,act=gelu]"
+
+bleu_out=$("$etnas" bleu "$ET_SRCDIR/tests/data/bleu/tiny.hyp" "$ET_SRCDIR/tests/data/bleu/tiny.ref")
+[ "$bleu_out" = "BLEU = 33.00 60.7/41.7/25.0/18.8 (BP = 1.000 ratio = 1.400 hyp_len = 28 ref_len = 20)" ] \
+    && ok "bleu prints sacreBLEU's line" || not_ok "bleu" "$bleu_out"
+head -n 3 "$ET_SRCDIR/tests/data/bleu/tiny.ref" >"$tmp/short.ref"
+expect 2 "tiny.hyp has 4 lines but .*short.ref has 3" "bleu with mismatched files" -- bleu "$ET_SRCDIR/tests/data/bleu/tiny.hyp" "$tmp/short.ref"
 
 # experiments, against the test plugins only
 mkdir "$tmp/plugins"
