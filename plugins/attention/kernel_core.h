@@ -1,0 +1,91 @@
+/* The shared kernel ("linear") attention core of spec/attention.md for ONE
+ * (batch, head): given feature rows phi(q), phi(k) of any feature map, and
+ * values v, it computes
+ *   out_i = phi(q_i)^T KV / D(phi(q_i) . z)
+ * with KV = sum_j phi(k_j) v_j^T, z = sum_j phi(k_j) over the valid keys
+ * (bidirectional and cross) or over the valid keys j <= i (causal), its
+ * backward, and a one-position-at-a-time decode step. cosFormer, Performer
+ * and the linear Transformer compute their feature maps and call this.
+ *
+ * Matrices are row-major with a leading dimension (row stride, in floats),
+ * so strided slices of the engine's buffers are used in place. Nothing here
+ * allocates: scratch comes from `work` (et_kc_work_floats floats), and what
+ * backward needs from forward goes to `saved` (et_kc_saved_floats floats).
+ * Causal attention runs chunk by chunk with one r x dv running state, never a
+ * state per position; backward uses chunked forward and reverse sums, never
+ * "final state minus suffix" (fp32 cancellation grows with the length).
+ *
+ * Key padding: key rows j >= key_len are never read, so they count as zero
+ * in the numerator and in the denominator, whatever they hold.
+ *
+ * The et_kc_naive_* functions are double-precision references (direct sums
+ * and the plain recurrence) kept beside the fast path for the tests. */
+#ifndef ETNAS_PLUGINS_KERNEL_CORE_H
+#define ETNAS_PLUGINS_KERNEL_CORE_H
+
+#include <stdint.h>
+
+typedef enum et_kc_guard {
+    ET_KC_GUARD_MAX = 0, /* D = max(den, eps); where the clamp is active dD/dden = 0 */
+    ET_KC_GUARD_ADD = 1  /* D = den + eps */
+} et_kc_guard;
+
+/* The problem of one (batch, head). */
+typedef struct et_kc_shape {
+    int32_t len_q;   /* L query rows */
+    int32_t len_k;   /* S key rows */
+    int32_t key_len; /* valid keys, 0..S: rows >= key_len are padding (never read) */
+    int32_t r;       /* feature dimension of phi */
+    int32_t dim_v;   /* dv */
+    int32_t causal;  /* 0: bidirectional or cross; 1: causal, query i sees keys j <= i (L == S) */
+    int32_t chunk;   /* C: rows per chunk (causal blocks, backward row blocks); <= 0 means 64 */
+    int32_t guard;   /* et_kc_guard */
+    float eps;       /* the guard's epsilon */
+} et_kc_shape;
+
+/* Floats forward keeps for backward: den (L), the unguarded denominators. */
+int64_t et_kc_saved_floats(const et_kc_shape *p);
+/* Scratch floats of one forward or one backward call (one head). */
+int64_t et_kc_work_floats(const et_kc_shape *p);
+
+/* phq (L,r) row stride ldq, phk (S,r) ldk, v (S,dv) ldv -> out (L,dv) ldo;
+ * saved (L) gets den. out must not alias the inputs. */
+void et_kc_forward(const et_kc_shape *p, const float *phq, int64_t ldq, const float *phk,
+                   int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo, float *saved,
+                   float *work);
+
+/* dout (L,dv) -> dphq (L,r), dphk (S,r), dv (S,dv), all overwritten; the
+ * padded key rows of dphk and dv are set to 0. out and saved are forward's.
+ * The gradients must not alias the inputs. */
+void et_kc_backward(const et_kc_shape *p, const float *phq, int64_t ldq, const float *phk,
+                    int64_t ldk, const float *v, int64_t ldv, const float *out, int64_t ldo,
+                    const float *dout, int64_t lddo, const float *saved, float *dphq,
+                    int64_t lddq, float *dphk, int64_t lddk, float *dv, int64_t lddv, float *work);
+
+/* Multiply-adds of one forward (spec/attention.md, Cost): r.dv.(L+S) + r.L,
+ * or for causal 2N.r.dv + N.r + N.C.(r+dv). The feature map is not counted. */
+double et_kc_macs(const et_kc_shape *p);
+
+/* Incremental causal decoding. The state of one head is H (r,dv) row-major
+ * followed by z (r): et_kc_decode_floats floats. Its layout is public so a
+ * caller may rescale it (e.g. a feature map with a running stabiliser). */
+int64_t et_kc_decode_floats(const et_kc_shape *p);
+void et_kc_decode_reset(const et_kc_shape *p, float *state);
+/* One position: H += phk v^T, z += phk, then out = phq^T H / D(phq . z).
+ * phq, phk (r), v, out (dv). Only r, dim_v, guard and eps of p are used.
+ * Equals row i of the causal forward when called for positions 0..i. */
+void et_kc_decode_step(const et_kc_shape *p, float *state, const float *phq, const float *phk,
+                       const float *v, float *out);
+
+/* References in double. out (L,dv) and den (L, NULL-able) are contiguous.
+ * naive_forward sums the pairs directly: out_i = sum_j w_ij v_j / D(sum_j w_ij),
+ * w_ij = phi(q_i).phi(k_j) over the visible keys; any mode.
+ * naive_recurrence runs the causal recurrence KV_i = KV_{i-1} + phi(k_i) v_i^T
+ * one position at a time (p->causal must be 1). */
+void et_kc_naive_forward(const et_kc_shape *p, const float *phq, int64_t ldq, const float *phk,
+                         int64_t ldk, const float *v, int64_t ldv, double *out, double *den);
+void et_kc_naive_recurrence(const et_kc_shape *p, const float *phq, int64_t ldq,
+                            const float *phk, int64_t ldk, const float *v, int64_t ldv,
+                            double *out, double *den);
+
+#endif

@@ -1,0 +1,245 @@
+/* Tests of the linear-Transformer attention plugin: against a naive double
+ * reference (elu+1 features, direct pair sums), and every generic check of
+ * attn_check.h (gradients, padding, causality, decoding, threads, strided
+ * layouts) in every mode. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn_check.h"
+
+const et_plugin_descriptor *etnas_plugin(void);
+
+/* Stated tolerances; errors are attn_check's scaled errors. */
+#define TOL_REF 2e-6     /* fp32 kernel core vs double */
+#define TOL_GRAD 2e-3    /* analytic vs float central differences, step 5e-3 */
+#define TOL_PAD 1e-6     /* padded keys never enter any sum */
+#define TOL_CAUSAL 0.0   /* later rows are never read: bitwise */
+#define TOL_DECODE 1e-5  /* spec */
+#define TOL_THREADS 0.0  /* heads are independent: bitwise */
+
+static double elu1(double x)
+{
+    return x > 0 ? x + 1 : exp(x);
+}
+
+/* out_i = sum_j w_ij v_j / (sum_j w_ij + eps), w_ij = phi(q_i).phi(k_j) over the
+ * visible keys, all in double; ctx points at eps. */
+static void ref_linear(void *ctx, const et_attn_shape *s, const float *q, const float *k,
+                       const float *v, double *out)
+{
+    double eps = *(const double *)ctx;
+    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk, dv = s->dim_v;
+    for (int64_t bh = 0; bh < (int64_t)s->batch * s->heads; bh++) {
+        int64_t b = bh / s->heads, nk = s->key_len ? s->key_len[b] : S;
+        for (int64_t i = 0; i < L; i++) {
+            double *o = out + (bh * L + i) * dv, den = 0;
+            for (int64_t c = 0; c < dv; c++)
+                o[c] = 0;
+            for (int64_t j = 0; j < nk && (s->mode != ET_ATTN_MODE_CAUSAL || j <= i); j++) {
+                double w = 0;
+                for (int64_t c = 0; c < d; c++)
+                    w += elu1(q[(bh * L + i) * d + c]) * elu1(k[(bh * S + j) * d + c]);
+                den += w;
+                for (int64_t c = 0; c < dv; c++)
+                    o[c] += w * v[(bh * S + j) * dv + c];
+            }
+            for (int64_t c = 0; c < dv; c++)
+                o[c] /= den + eps;
+        }
+    }
+}
+
+static attn_check_op open_op(const char *overrides, int32_t threads)
+{
+    attn_check_op op;
+    char *err = NULL;
+    int rc = attn_check_op_open(&op, etnas_plugin(), overrides, threads, &err);
+    cr_assert(rc == 0, "open: %s", err ? err : "?");
+    return op;
+}
+
+static const int32_t keys_self[2] = {10, 6};  /* L = S = 10 */
+static const int32_t keys_cross[2] = {11, 4}; /* S = 11 */
+static const int32_t keys_empty[2] = {0, 7};  /* a sequence with no valid key */
+
+static attn_check_case make_case(int32_t mode, int32_t layout, const int32_t *key_len)
+{
+    int cross = mode == ET_ATTN_MODE_CROSS;
+    return (attn_check_case){.batch = 2, .heads = 3, .len_q = cross ? 6 : 10,
+                             .len_k = cross ? 11 : 10, .dim_qk = 4,
+                             .dim_v = cross ? 5 : 4, .mode = mode, .key_len = key_len,
+                             .layout = layout, .scale = 1.0, .seed = 777 + mode * 10 + layout};
+}
+
+static const char *mode_name(int32_t mode)
+{
+    return mode == 0 ? "bidirectional" : mode == 1 ? "causal" : "cross";
+}
+
+Test(linear, matches_reference_every_mode_layout_chunk)
+{
+    /* L = 10: chunk 5 divides it, 3 and 4 do not, 64 exceeds it */
+    const char *chunks[] = {"chunk=64", "chunk=3", "chunk=4", "chunk=5"};
+    double eps = 1e-6;
+    for (int ch = 0; ch < 4; ch++) {
+        attn_check_op op = open_op(chunks[ch], 1);
+        for (int32_t mode = 0; mode < 3; mode++)
+            for (int32_t layout = 0; layout < 3; layout++)
+                for (int pad = 0; pad < 3; pad++) {
+                    const int32_t *kl = pad == 0 ? NULL
+                                        : pad == 1 ? (mode == 2 ? keys_cross : keys_self)
+                                                   : keys_empty;
+                    attn_check_case c = make_case(mode, layout, kl);
+                    double e = attn_check_reference(&op, &c, ref_linear, &eps);
+                    cr_assert(e <= TOL_REF, "%s %s layout %d pad %d: err %g > %g", chunks[ch],
+                              mode_name(mode), layout, pad, e, TOL_REF);
+                }
+        attn_check_op_close(&op);
+    }
+}
+
+/* The eps option reaches the guard: a large eps changes the output, as the
+ * reference with the same eps says. */
+Test(linear, eps_option_is_used)
+{
+    double eps = 0.5;
+    attn_check_op op = open_op("eps=0.5", 1);
+    attn_check_case c = make_case(ET_ATTN_MODE_CAUSAL, ATTN_CHECK_LAYOUT_BHTC, keys_self);
+    double e = attn_check_reference(&op, &c, ref_linear, &eps);
+    cr_assert(e <= TOL_REF, "err %g", e);
+    double small = 1e-6;
+    cr_assert(attn_check_reference(&op, &c, ref_linear, &small) > 1e-3,
+              "eps=0.5 made no difference");
+    attn_check_op_close(&op);
+}
+
+Test(linear, gradients_every_mode)
+{
+    const char *chunks[] = {"chunk=3", "chunk=64"};
+    for (int ch = 0; ch < 2; ch++) {
+        attn_check_op op = open_op(chunks[ch], 2);
+        for (int32_t mode = 0; mode < 3; mode++)
+            for (int32_t layout = 1; layout < 3; layout++) {
+                attn_check_case c = make_case(mode, layout, mode == 2 ? keys_cross : keys_self);
+                c.heads = 2;
+                double e3[3];
+                double e = attn_check_grad(&op, &c, 5e-3, e3);
+                cr_log_info("linear grad %s %s layout %d: q %.3g k %.3g v %.3g", chunks[ch],
+                            mode_name(mode), layout, e3[0], e3[1], e3[2]);
+                cr_assert(e <= TOL_GRAD, "%s %s layout %d: dq %g dk %g dv %g > %g", chunks[ch],
+                          mode_name(mode), layout, e3[0], e3[1], e3[2], TOL_GRAD);
+            }
+        attn_check_op_close(&op);
+    }
+}
+
+Test(linear, gradients_with_empty_sequence)
+{
+    attn_check_op op = open_op("chunk=4", 1);
+    for (int32_t mode = 0; mode < 3; mode++) {
+        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BHTC, keys_empty);
+        c.heads = 1;
+        double e = attn_check_grad(&op, &c, 5e-3, NULL);
+        cr_assert(e <= TOL_GRAD, "%s: err %g > %g", mode_name(mode), e, TOL_GRAD);
+    }
+    attn_check_op_close(&op);
+}
+
+Test(linear, padding_invariance)
+{
+    attn_check_op op = open_op("chunk=4", 2);
+    for (int32_t mode = 0; mode < 3; mode++)
+        for (int32_t layout = 0; layout < 3; layout++) {
+            attn_check_case c = make_case(mode, layout, mode == 2 ? keys_cross : keys_self);
+            double e = attn_check_padding(&op, &c, 5);
+            cr_assert(e <= TOL_PAD, "%s layout %d: err %g > %g", mode_name(mode), layout, e,
+                      TOL_PAD);
+        }
+    attn_check_op_close(&op);
+}
+
+Test(linear, causality)
+{
+    const char *chunks[] = {"chunk=4", "chunk=64"};
+    for (int ch = 0; ch < 2; ch++) {
+        attn_check_op op = open_op(chunks[ch], 1);
+        for (int32_t layout = 0; layout < 3; layout++)
+            for (int pad = 0; pad < 2; pad++) {
+                attn_check_case c =
+                    make_case(ET_ATTN_MODE_CAUSAL, layout, pad ? keys_self : NULL);
+                double e = attn_check_causality(&op, &c);
+                cr_assert(e <= TOL_CAUSAL, "%s layout %d pad %d: err %g > %g", chunks[ch],
+                          layout, pad, e, TOL_CAUSAL);
+            }
+        attn_check_op_close(&op);
+    }
+}
+
+Test(linear, decode_equals_teacher_forcing)
+{
+    const char *chunks[] = {"chunk=64", "chunk=5"};
+    for (int ch = 0; ch < 2; ch++) {
+        attn_check_op op = open_op(chunks[ch], 2);
+        for (int32_t layout = 0; layout < 3; layout++) {
+            attn_check_case c = make_case(ET_ATTN_MODE_CAUSAL, layout, NULL);
+            c.len_q = c.len_k = 23;
+            double e = attn_check_decode(&op, &c);
+            cr_assert(e <= TOL_DECODE, "%s layout %d: err %g > %g", chunks[ch], layout, e,
+                      TOL_DECODE);
+        }
+        attn_check_op_close(&op);
+    }
+}
+
+Test(linear, threads_agree)
+{
+    for (int32_t mode = 0; mode < 3; mode++) {
+        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BTHC,
+                                      mode == 2 ? keys_cross : keys_self);
+        c.heads = 5;
+        double e = attn_check_threads(etnas_plugin(), "chunk=4", &c, 2);
+        cr_assert(e <= TOL_THREADS, "%s: err %g", mode_name(mode), e);
+    }
+}
+
+Test(linear, refuses_causal_cross_and_bad_options)
+{
+    attn_check_op op = open_op(NULL, 1);
+    et_attn_shape s = {1, 1, 4, 6, 8, 8, ET_ATTN_MODE_CAUSAL, NULL};
+    char *err = NULL;
+    cr_assert(op.vt->prepare(op.state, &s, &err) == ET_STATUS_ERR_UNSUPPORTED);
+    cr_assert(err && strstr(err, "cross"), "message: %s", err ? err : "(none)");
+    free(err);
+    s.mode = ET_ATTN_MODE_CROSS;
+    err = NULL;
+    cr_assert(op.vt->prepare(op.state, &s, &err) == 0);
+    attn_check_op_close(&op);
+    attn_check_op bad;
+    cr_assert(attn_check_op_open(&bad, etnas_plugin(), "eps=0", 1, &err) < 0);
+    cr_assert(err && strstr(err, "eps"));
+    free(err);
+    attn_check_op_close(&bad);
+    ((const et_attention_vtable *)etnas_plugin()->vtable)->destroy(NULL);
+}
+
+/* Work, saved and decode state grow linearly in the length (no N^2 term). */
+Test(linear, memory_linear_and_macs)
+{
+    attn_check_op op = open_op("chunk=64", 2);
+    et_attn_shape a = {1, 4, 4096, 4096, 64, 64, ET_ATTN_MODE_CAUSAL, NULL};
+    et_attn_shape b = a;
+    b.len_q = b.len_k = 16384;
+    int64_t wa = op.vt->work_floats(op.state, &a), wb = op.vt->work_floats(op.state, &b);
+    cr_assert(wb - wa == 2 * (16384 - 4096) * 2 * 64, "work %lld -> %lld", (long long)wa,
+              (long long)wb);
+    cr_assert(op.vt->saved_floats(op.state, &b) == 4 * 16384);
+    cr_assert(op.vt->decode_floats(op.state, &b, 16384) == op.vt->decode_floats(op.state, &a, 8));
+    double N = 4096, r = 64, dv = 64;
+    cr_assert(op.vt->macs(op.state, &a) == 4 * (2 * N * r * dv + N * r + N * 64 * (r + dv)));
+    a.mode = ET_ATTN_MODE_CROSS;
+    a.len_q = 100;
+    cr_assert(op.vt->macs(op.state, &a) == 4 * (r * dv * (100 + N) + r * 100));
+    attn_check_op_close(&op);
+}
