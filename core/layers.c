@@ -11,6 +11,8 @@
 #include <etnas/arch.h>
 #include <etnas/rng.h>
 
+#include "hostimpl.h"
+
 void et_linear_forward(float *out, int64_t ldo, const float *inp, int64_t ldi, const float *w,
                        int64_t ldw, const float *bias, int64_t n, int64_t c, int64_t oc)
 {
@@ -70,10 +72,14 @@ void et_linear_backward_naive(float *dinp, int64_t lddi, float *dw, int64_t lddw
         }
 }
 
-void et_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                          const float *gamma, const float *beta, int64_t n, int64_t c)
+/* Work below this many floats runs on the calling thread: a parallel loop
+ * costs more than it saves on small layers. */
+#define PARALLEL_MIN 32768
+
+static void ln_fwd_rows(float *out, float *mean, float *rstd, const float *inp,
+                        const float *gamma, const float *beta, int64_t r0, int64_t r1, int64_t c)
 {
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = r0; i < r1; i++) {
         const float *x = inp + i * c;
         float *y = out + i * c;
         double m = 0, v = 0;
@@ -92,11 +98,36 @@ void et_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
     }
 }
 
-void et_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
-                           const float *inp, const float *gamma, const float *mean,
-                           const float *rstd, int64_t n, int64_t c)
+typedef struct ln_job {
+    float *out, *mean, *rstd, *dinp;
+    const float *inp, *gamma, *beta, *dout, *cmean, *crstd;
+    int64_t c;
+} ln_job;
+
+static void ln_fwd_job(void *arg, int64_t b, int64_t e, int32_t worker)
 {
-    for (int64_t i = 0; i < n; i++) {
+    const ln_job *j = arg;
+    (void)worker;
+    ln_fwd_rows(j->out, j->mean, j->rstd, j->inp, j->gamma, j->beta, b, e, j->c);
+}
+
+void et_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *gamma, const float *beta, int64_t n, int64_t c)
+{
+    ln_job j = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .gamma = gamma, .beta = beta,
+                .c = c};
+    if (n * c < PARALLEL_MIN)
+        ln_fwd_rows(out, mean, rstd, inp, gamma, beta, 0, n, c);
+    else
+        et_parallel_for(NULL, n, ln_fwd_job, &j);
+}
+
+/* dinp rows only; the parameter gradients are summed over rows apart, in a
+ * fixed order, so they do not depend on the thread count. */
+static void ln_bwd_rows(float *dinp, const float *dout, const float *inp, const float *gamma,
+                        const float *mean, const float *rstd, int64_t r0, int64_t r1, int64_t c)
+{
+    for (int64_t i = r0; i < r1; i++) {
         const float *x = inp + i * c, *g = dout + i * c;
         float *dx = dinp + i * c;
         float m = mean[i], s = rstd[i];
@@ -111,58 +142,124 @@ void et_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float
         dnorm_norm /= (float)c;
         for (int64_t k = 0; k < c; k++) {
             float xhat = (x[k] - m) * s;
-            float dn = gamma[k] * g[k];
+            dx[k] += (gamma[k] * g[k] - dnorm_mean - xhat * dnorm_norm) * s;
+        }
+    }
+}
+
+static void ln_bwd_job(void *arg, int64_t b, int64_t e, int32_t worker)
+{
+    const ln_job *j = arg;
+    (void)worker;
+    ln_bwd_rows(j->dinp, j->dout, j->inp, j->gamma, j->cmean, j->crstd, b, e, j->c);
+}
+
+void et_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *gamma, const float *mean,
+                           const float *rstd, int64_t n, int64_t c)
+{
+    ln_job j = {.dinp = dinp, .dout = dout, .inp = inp, .gamma = gamma, .cmean = mean,
+                .crstd = rstd, .c = c};
+    if (n * c < PARALLEL_MIN)
+        ln_bwd_rows(dinp, dout, inp, gamma, mean, rstd, 0, n, c);
+    else
+        et_parallel_for(NULL, n, ln_bwd_job, &j);
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = inp + i * c, *g = dout + i * c;
+        float m = mean[i], s = rstd[i];
+        for (int64_t k = 0; k < c; k++) {
             dbeta[k] += g[k];
-            dgamma[k] += xhat * g[k];
-            dx[k] += (dn - dnorm_mean - xhat * dnorm_norm) * s;
+            dgamma[k] += (x[k] - m) * s * g[k];
         }
     }
 }
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-void et_activation_forward(int kind, float *out, const float *inp, int64_t count)
+/* GELU with the tanh approximation, written as x * sigmoid(2u): one expf
+ * instead of tanhf, which costs several times more. */
+static void act_fwd_range(int kind, float *out, const float *inp, int64_t b, int64_t e)
 {
     switch (kind) {
     case ET_ACTIVATION_GELU:
-        for (int64_t i = 0; i < count; i++) {
+        for (int64_t i = b; i < e; i++) {
             float x = inp[i];
-            out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+            float u2 = 2.0f * GELU_K * (x + 0.044715f * x * x * x);
+            out[i] = x / (1.0f + expf(-u2));
         }
         break;
     case ET_ACTIVATION_SQUARED_RELU:
-        for (int64_t i = 0; i < count; i++)
+        for (int64_t i = b; i < e; i++)
             out[i] = inp[i] > 0 ? inp[i] * inp[i] : 0.0f;
         break;
     default:
-        for (int64_t i = 0; i < count; i++)
+        for (int64_t i = b; i < e; i++)
             out[i] = inp[i] > 0 ? inp[i] : 0.0f;
         break;
     }
 }
 
-void et_activation_backward(int kind, float *dinp, const float *inp, const float *dout,
-                            int64_t count)
+static void act_bwd_range(int kind, float *dinp, const float *inp, const float *dout, int64_t b,
+                          int64_t e)
 {
     switch (kind) {
     case ET_ACTIVATION_GELU:
-        for (int64_t i = 0; i < count; i++) {
+        for (int64_t i = b; i < e; i++) {
             float x = inp[i];
-            float u = GELU_K * (x + 0.044715f * x * x * x);
-            float t = tanhf(u);
-            float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+            float u2 = 2.0f * GELU_K * (x + 0.044715f * x * x * x);
+            float sg = 1.0f / (1.0f + expf(-u2));
+            float du2 = 2.0f * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            dinp[i] += dout[i] * (sg + x * sg * (1.0f - sg) * du2);
         }
         break;
     case ET_ACTIVATION_SQUARED_RELU:
-        for (int64_t i = 0; i < count; i++)
+        for (int64_t i = b; i < e; i++)
             dinp[i] += inp[i] > 0 ? 2.0f * inp[i] * dout[i] : 0.0f;
         break;
     default:
-        for (int64_t i = 0; i < count; i++)
+        for (int64_t i = b; i < e; i++)
             dinp[i] += inp[i] > 0 ? dout[i] : 0.0f;
         break;
     }
+}
+
+typedef struct act_job {
+    int kind;
+    float *out;
+    const float *inp, *dout;
+} act_job;
+
+static void act_fwd_job(void *arg, int64_t b, int64_t e, int32_t worker)
+{
+    const act_job *j = arg;
+    (void)worker;
+    act_fwd_range(j->kind, j->out, j->inp, b, e);
+}
+
+static void act_bwd_job(void *arg, int64_t b, int64_t e, int32_t worker)
+{
+    const act_job *j = arg;
+    (void)worker;
+    act_bwd_range(j->kind, j->out, j->inp, j->dout, b, e);
+}
+
+void et_activation_forward(int kind, float *out, const float *inp, int64_t count)
+{
+    act_job j = {kind, out, inp, NULL};
+    if (count < PARALLEL_MIN)
+        act_fwd_range(kind, out, inp, 0, count);
+    else
+        et_parallel_for(NULL, count, act_fwd_job, &j);
+}
+
+void et_activation_backward(int kind, float *dinp, const float *inp, const float *dout,
+                            int64_t count)
+{
+    act_job j = {kind, dinp, inp, dout};
+    if (count < PARALLEL_MIN)
+        act_bwd_range(kind, dinp, inp, dout, 0, count);
+    else
+        et_parallel_for(NULL, count, act_bwd_job, &j);
 }
 
 /* Element i is kept when its counter-indexed uniform draw is >= p. */
