@@ -209,3 +209,16 @@ Test(layers, dropout_mask_is_regenerated_exactly)
     free(x);
     free(g);
 }
+
+Test(layers, fast_exp_matches_libm)
+{
+    double worst = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.001953125f) {
+        double want = exp((double)x), got = et_expf(x);
+        double rel = fabs(got - want) / want;
+        worst = rel > worst ? rel : worst;
+    }
+    cr_assert_lt(worst, 3e-7, "worst relative error %g", worst);
+    cr_assert_eq(et_expf(-1000.0f) < 2e-38f, 1);
+    cr_assert_eq(et_expf(0.0f), 1.0f);
+}

@@ -13,7 +13,7 @@
  * so the two conventions differ only in the tables:
  *
  * etnas: the tables of the bound subnet as the engine allocates them.
- *   Encoder classifiers (exactly core/model.c): patch embedding e*input_dim
+ *   Encoder classifiers (exactly src/model.c): patch embedding e*input_dim
  *   + e (token inputs: a src_vocab*e table instead), class token e when it
  *   has one, learned positions (max_src_len + class token)*e, head C*e + C.
  *   Seq2seq and decoder-only models are not built by the engine yet; this

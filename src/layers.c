@@ -13,32 +13,105 @@
 
 #include "hostimpl.h"
 
+/* GEMMs are split over the engine's worker pool, each worker calling a
+ * single-threaded OpenBLAS on its block: one set of threads for the whole
+ * engine (attention plugins call BLAS from inside pool workers too), and a
+ * fixed split per thread count, so results repeat. Small products run on
+ * the calling thread. */
+#define GEMM_PARALLEL_MIN_MACS 262144.0
+
+typedef struct gemm_job {
+    float *out, *dinp, *dw;
+    const float *inp, *w, *bias, *dout;
+    int64_t ldo, ldi, ldw, lddi, lddw, lddo, c, oc;
+} gemm_job;
+
+static void fwd_rows(const gemm_job *j, int64_t r0, int64_t r1)
+{
+    float *out = j->out + r0 * j->ldo;
+    if (j->bias)
+        for (int64_t i = 0; i < r1 - r0; i++)
+            memcpy(out + i * j->ldo, j->bias, sizeof(float) * (size_t)j->oc);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)j->oc, (int)j->c,
+                1.0f, j->inp + r0 * j->ldi, (int)j->ldi, j->w, (int)j->ldw, j->bias ? 1.0f : 0.0f,
+                out, (int)j->ldo);
+}
+
+static void fwd_job(void *arg, int64_t b, int64_t e, int32_t worker)
+{
+    (void)worker;
+    fwd_rows(arg, b, e);
+}
+
 void et_linear_forward(float *out, int64_t ldo, const float *inp, int64_t ldi, const float *w,
                        int64_t ldw, const float *bias, int64_t n, int64_t c, int64_t oc)
 {
-    if (bias)
-        for (int64_t i = 0; i < n; i++)
-            memcpy(out + i * ldo, bias, sizeof(float) * (size_t)oc);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)oc, (int)c, 1.0f, inp,
-                (int)ldi, w, (int)ldw, bias ? 1.0f : 0.0f, out, (int)ldo);
+    gemm_job j = {.out = out, .inp = inp, .w = w, .bias = bias, .ldo = ldo, .ldi = ldi,
+                  .ldw = ldw, .c = c, .oc = oc};
+    if ((double)n * c * oc < GEMM_PARALLEL_MIN_MACS)
+        fwd_rows(&j, 0, n);
+    else
+        et_parallel_for(NULL, n, fwd_job, &j);
+}
+
+/* dinp rows [r0, r1) += dout rows . W */
+static void dinp_job(void *arg, int64_t r0, int64_t r1, int32_t worker)
+{
+    const gemm_job *j = arg;
+    (void)worker;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)j->c, (int)j->oc,
+                1.0f, j->dout + r0 * j->lddo, (int)j->lddo, j->w, (int)j->ldw, 1.0f,
+                j->dinp + r0 * j->lddi, (int)j->lddi);
+}
+
+/* dW rows [o0, o1) += dout[:, o0:o1]^T . inp, and their bias entries: a
+ * split over outputs, so no two workers add into the same gradient. */
+typedef struct dw_args {
+    float *dw, *dbias;
+    const float *dout, *inp;
+    int64_t lddw, lddo, ldi, n, c;
+} dw_args;
+
+static void dw_rows(const dw_args *a, int64_t o0, int64_t o1)
+{
+    if (a->dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(o1 - o0), (int)a->c, (int)a->n,
+                    1.0f, a->dout + o0, (int)a->lddo, a->inp, (int)a->ldi, 1.0f,
+                    a->dw + o0 * a->lddw, (int)a->lddw);
+    if (a->dbias)
+        for (int64_t i = 0; i < a->n; i++) {
+            const float *g = a->dout + i * a->lddo;
+            for (int64_t o = o0; o < o1; o++)
+                a->dbias[o] += g[o];
+        }
+}
+
+static void dw_rows_job(void *arg, int64_t o0, int64_t o1, int32_t worker)
+{
+    (void)worker;
+    dw_rows(arg, o0, o1);
 }
 
 void et_linear_backward(float *dinp, int64_t lddi, float *dw, int64_t lddw, float *dbias,
                         const float *dout, int64_t lddo, const float *inp, int64_t ldi,
                         const float *w, int64_t ldw, int64_t n, int64_t c, int64_t oc)
 {
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)c, (int)oc, 1.0f, dout,
-                    (int)lddo, w, (int)ldw, 1.0f, dinp, (int)lddi);
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)oc, (int)c, (int)n, 1.0f, dout,
-                    (int)lddo, inp, (int)ldi, 1.0f, dw, (int)lddw);
-    if (dbias)
-        for (int64_t i = 0; i < n; i++) {
-            const float *g = dout + i * lddo;
-            for (int64_t o = 0; o < oc; o++)
-                dbias[o] += g[o];
-        }
+    int big = (double)n * c * oc >= GEMM_PARALLEL_MIN_MACS;
+    if (dinp) {
+        gemm_job j = {.dinp = dinp, .dout = dout, .w = w, .lddi = lddi, .lddo = lddo, .ldw = ldw,
+                      .c = c, .oc = oc};
+        if (big)
+            et_parallel_for(NULL, n, dinp_job, &j);
+        else
+            dinp_job(&j, 0, n, 0);
+    }
+    if (dw || dbias) {
+        dw_args a = {dw, dbias, dout, inp, lddw, lddo, ldi, n, c};
+        if (big)
+            et_parallel_for(NULL, oc, dw_rows_job, &a);
+        else
+            dw_rows(&a, 0, oc);
+    }
 }
 
 void et_linear_forward_naive(float *out, int64_t ldo, const float *inp, int64_t ldi,
@@ -176,16 +249,46 @@ void et_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
-/* GELU with the tanh approximation, written as x * sigmoid(2u): one expf
- * instead of tanhf, which costs several times more. */
-static void act_fwd_range(int kind, float *out, const float *inp, int64_t b, int64_t e)
+static inline float expf_inline(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick, r = x - n ln 2 in two parts */
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
+              r * (0.0083333338f + r * 0.0013888889f)))));
+    int32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4B400000 + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+float et_expf(float x)
+{
+    return expf_inline(x);
+}
+
+/* GELU with the tanh approximation, written as x * sigmoid(2u): one
+ * vectorisable exponential instead of tanhf, which costs several times more. */
+/* Elementwise loops get an AVX2 clone where the compiler and CPU have it,
+ * picked once at load time (the GEMMs already dispatch inside OpenBLAS). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define ET_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ET_CLONES
+#endif
+
+ET_CLONES static void act_fwd_range(int kind, float *out, const float *inp, int64_t b, int64_t e)
 {
     switch (kind) {
     case ET_ACTIVATION_GELU:
         for (int64_t i = b; i < e; i++) {
             float x = inp[i];
             float u2 = 2.0f * GELU_K * (x + 0.044715f * x * x * x);
-            out[i] = x / (1.0f + expf(-u2));
+            out[i] = x / (1.0f + expf_inline(-u2));
         }
         break;
     case ET_ACTIVATION_SQUARED_RELU:
@@ -199,7 +302,7 @@ static void act_fwd_range(int kind, float *out, const float *inp, int64_t b, int
     }
 }
 
-static void act_bwd_range(int kind, float *dinp, const float *inp, const float *dout, int64_t b,
+ET_CLONES static void act_bwd_range(int kind, float *dinp, const float *inp, const float *dout, int64_t b,
                           int64_t e)
 {
     switch (kind) {
@@ -207,7 +310,7 @@ static void act_bwd_range(int kind, float *dinp, const float *inp, const float *
         for (int64_t i = b; i < e; i++) {
             float x = inp[i];
             float u2 = 2.0f * GELU_K * (x + 0.044715f * x * x * x);
-            float sg = 1.0f / (1.0f + expf(-u2));
+            float sg = 1.0f / (1.0f + expf_inline(-u2));
             float du2 = 2.0f * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
             dinp[i] += dout[i] * (sg + x * sg * (1.0f - sg) * du2);
         }

@@ -77,7 +77,9 @@ void et_threads_set(int32_t threads)
     pool.threads = pool.started + 1 < threads ? pool.started + 1 : threads;
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&call_lock);
-    openblas_set_num_threads(threads);
+    /* the engine splits its GEMMs over this pool itself (layers.c); BLAS
+     * threads on top would only compete with it */
+    openblas_set_num_threads(1);
 }
 
 void et_parallel_for(void *ctx, int64_t n, et_parallel_fn fn, void *arg)

@@ -9,7 +9,8 @@
  * space may be NULL. */
 void et_host_init(et_host *host, uint64_t seed, int32_t threads, const et_space *space);
 
-/* Set the worker count of the shared pool (also OpenBLAS's thread count). */
+/* Set the worker count of the shared pool; OpenBLAS runs single-threaded
+ * inside it. */
 void et_threads_set(int32_t threads);
 
 /* The parallel_for behind et_host (ctx unused): [0, n) in at most
