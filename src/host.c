@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "space.h"
 #include "util.h"
@@ -137,13 +138,28 @@ static char *host_errorf(const char *fmt, ...)
     return s;
 }
 
+/* Progress lines at each tenth of a known total (every call at debug level),
+ * with rate and time left, so long phases show they are moving. */
 static void host_progress(void *ctx, const char *phase, int64_t done, int64_t total)
 {
     (void)ctx;
+    static struct timespec start;
+    static int64_t start_done;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (done <= 1 || done < start_done) {
+        start = ts;
+        start_done = done;
+    }
+    double dt = (double)(ts.tv_sec - start.tv_sec) + 1e-9 * (double)(ts.tv_nsec - start.tv_nsec);
+    double rate = dt > 0 ? (double)(done - start_done) / dt : 0.0;
+    int tenth = total > 0 && (done == total || (done * 10 / total) != ((done - 1) * 10 / total));
+    int level = tenth ? ET_LOG_LEVEL_INFO : ET_LOG_LEVEL_DEBUG;
     if (total > 0)
-        et_log(ET_LOG_LEVEL_DEBUG, "%s: %lld/%lld", phase, (long long)done, (long long)total);
+        et_log(level, "%s: %lld/%lld, %.2f/s, ETA %.0f s", phase, (long long)done,
+               (long long)total, rate, rate > 0 ? (double)(total - done) / rate : 0.0);
     else
-        et_log(ET_LOG_LEVEL_DEBUG, "%s: %lld", phase, (long long)done);
+        et_log(level, "%s: %lld", phase, (long long)done);
 }
 
 void et_host_init(et_host *host, uint64_t seed, int32_t threads, const et_space *space)

@@ -144,7 +144,7 @@ static int satisfies(runner *r, const et_arch *arch, int32_t *ok, char **err)
     *ok = 1;
     for (size_t i = 0; i < r->x->n_constraints; i++) {
         const et_constraint *c = &r->x->constraints[i];
-        double v;
+        double v = 0;
         int rc = proxy_cost(r, arch, c->figure, &v, err);
         if (rc)
             return rc;
@@ -636,28 +636,41 @@ typedef struct winner {
     int has_params, has_flops;
 } winner;
 
-static int pick(const runner *r, const strategy *s, record *out)
+/* The best `top` distinct archs under the constraints, best first (ties keep
+ * evaluation order). Returns how many there are. */
+static int pick(const runner *r, const strategy *s, int top, record *out)
 {
-    int found = 0;
+    int n = 0;
     for (size_t i = 0; i < s->n; i++) {
         const record *c = &s->recs[i];
         if (!c->ok || !isfinite(c->metric))
             continue;
-        int better = !found || (r->info.higher_is_better ? c->metric > out->metric
-                                                         : c->metric < out->metric);
-        if (better) {
-            *out = *c;
-            found = 1;
-        }
+        uint64_t h = et_arch_hash(&r->x->space, &c->arch);
+        int dup = 0;
+        for (int k = 0; k < n && !dup; k++)
+            dup = et_arch_hash(&r->x->space, &out[k].arch) == h;
+        if (dup)
+            continue;
+        int at = n;
+        while (at > 0 && (r->info.higher_is_better ? c->metric > out[at - 1].metric
+                                                   : c->metric < out[at - 1].metric))
+            at--;
+        if (at >= top)
+            continue;
+        int last = n < top ? n : top - 1;
+        for (int k = last; k > at; k--)
+            out[k] = out[k - 1];
+        out[at] = *c;
+        if (n < top)
+            n++;
     }
-    return found;
+    return n;
 }
 
-static int finalize(runner *r, strategy *s, winner *w, char **err)
+/* Retrain (or re-score) the winner of rank `rank`, w->rec, and score it on
+ * test; stored as final result `rank` of the strategy. */
+static int finalize(runner *r, strategy *s, int32_t rank, winner *w, char **err)
 {
-    memset(w, 0, sizeof *w);
-    if (!(w->found = pick(r, s, &w->rec)))
-        return 0;
     const et_arch *arch = &w->rec.arch;
     int rc;
     char text[16384], cond[64];
@@ -675,8 +688,9 @@ static int finalize(runner *r, strategy *s, winner *w, char **err)
         return rc;
     if (rc == 0) {
         double t0 = now(), metric, loss;
-        et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s the winner (%lld steps) and scoring it on test",
-               s->sp->sec->name, retrain ? "retraining" : "evaluating", (long long)steps);
+        et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s winner #%d (%lld steps) and scoring it on test",
+               s->sp->sec->name, retrain ? "retraining" : "evaluating", rank + 1,
+               (long long)steps);
         rc = retrain ? standalone(r, arch, steps, ET_SPLIT_TEST, &metric, &loss, err)
                      : et_trainer_evaluate(&r->trainer, arch, ET_SPLIT_TEST, &metric, &loss, err);
         if (rc)
@@ -689,7 +703,7 @@ static int finalize(runner *r, strategy *s, winner *w, char **err)
             return rc;
         got.wall = now() - t0;
         if ((rc = et_store_eval_put(r->store, &key, &got, 1, err)) ||
-            (rc = et_store_final_put(r->store, &key, 0, err)))
+            (rc = et_store_final_put(r->store, &key, rank, err)))
             return rc;
     }
     w->test_metric = et_store_figures_find(&got.metrics, "metric")->value;
@@ -701,7 +715,7 @@ static int finalize(runner *r, strategy *s, winner *w, char **err)
     return 0;
 }
 
-static void report(runner *r, const winner *w)
+static void report(runner *r, const winner *w, int top)
 {
     et_experiment *x = r->x;
     char *md = et_strdupf("%s/report.md", r->out_dir), *csv = et_strdupf("%s/results.csv", r->out_dir);
@@ -717,28 +731,41 @@ static void report(runner *r, const winner *w)
         fprintf(f, "|---|---|---|---|---|---|---|\n");
         for (size_t i = 0; i < x->n_searches; i++) {
             const strategy *s = &r->strategies[i];
-            fprintf(f, "| %s | %lld (%lld) |", s->sp->sec->label, (long long)s->evals,
-                    (long long)s->reused);
-            if (!w[i].found) {
-                fprintf(f, " none satisfied the constraints | | | | %.1f |\n", s->seconds);
-                continue;
+            for (int k = 0; k < top; k++) {
+                const winner *v = &w[i * (size_t)top + k];
+                if (k > 0 && !v->found)
+                    break;
+                char label[300];
+                if (k)
+                    snprintf(label, sizeof label, "%s #%d", s->sp->sec->label, k + 1);
+                else
+                    snprintf(label, sizeof label, "%s", s->sp->sec->label);
+                fprintf(f, "| %s | %lld (%lld) |", label, (long long)s->evals,
+                        (long long)s->reused);
+                if (!v->found) {
+                    fprintf(f, " none satisfied the constraints | | | | %.1f |\n", s->seconds);
+                    continue;
+                }
+                fprintf(f, " %.4f | %.4f |", v->rec.metric, v->test_metric);
+                if (v->has_params)
+                    fprintf(f, " %.4f |", v->params_m);
+                else
+                    fprintf(f, " |");
+                if (v->has_flops)
+                    fprintf(f, " %.4f |", v->flops_g);
+                else
+                    fprintf(f, " |");
+                fprintf(f, " %.1f |\n", s->seconds);
             }
-            fprintf(f, " %.4f | %.4f |", w[i].rec.metric, w[i].test_metric);
-            if (w[i].has_params)
-                fprintf(f, " %.4f |", w[i].params_m);
-            else
-                fprintf(f, " |");
-            if (w[i].has_flops)
-                fprintf(f, " %.4f |", w[i].flops_g);
-            else
-                fprintf(f, " |");
-            fprintf(f, " %.1f |\n", s->seconds);
         }
         for (size_t i = 0; i < x->n_searches; i++)
-            if (w[i].found) {
+            for (int k = 0; k < top; k++) {
+                const winner *v = &w[i * (size_t)top + k];
+                if (!v->found)
+                    break;
                 char text[16384];
-                et_arch_format(&x->space, &w[i].rec.arch, text, sizeof text);
-                fprintf(f, "\n%s: `%s`\n", r->strategies[i].sp->sec->label, text);
+                et_arch_format(&x->space, &v->rec.arch, text, sizeof text);
+                fprintf(f, "\n%s #%d: `%s`\n", r->strategies[i].sp->sec->label, k + 1, text);
             }
     }
     if (fc) {
@@ -746,20 +773,28 @@ static void report(runner *r, const winner *w)
                 metric, metric);
         for (size_t i = 0; i < x->n_searches; i++) {
             const strategy *s = &r->strategies[i];
-            char text[16384] = "";
-            if (w[i].found)
-                et_arch_format(&x->space, &w[i].rec.arch, text, sizeof text);
-            fprintf(fc, "%s,%lld,%lld,", s->sp->sec->label, (long long)s->evals, (long long)s->reused);
-            if (w[i].found)
-                fprintf(fc, "%.6f,%.6f,", w[i].rec.metric, w[i].test_metric);
-            else
-                fprintf(fc, ",,");
-            if (w[i].has_params)
-                fprintf(fc, "%.6f", w[i].params_m);
-            fprintf(fc, ",");
-            if (w[i].has_flops)
-                fprintf(fc, "%.6f", w[i].flops_g);
-            fprintf(fc, ",%.3f,\"%s\"\n", s->seconds, text);
+            for (int k = 0; k < top; k++) {
+                const winner *v = &w[i * (size_t)top + k];
+                if (k > 0 && !v->found)
+                    break;
+                char text[16384] = "";
+                if (v->found)
+                    et_arch_format(&x->space, &v->rec.arch, text, sizeof text);
+                fprintf(fc, "%s", s->sp->sec->label);
+                if (k)
+                    fprintf(fc, "#%d", k + 1);
+                fprintf(fc, ",%lld,%lld,", (long long)s->evals, (long long)s->reused);
+                if (v->found)
+                    fprintf(fc, "%.6f,%.6f,", v->rec.metric, v->test_metric);
+                else
+                    fprintf(fc, ",,");
+                if (v->has_params)
+                    fprintf(fc, "%.6f", v->params_m);
+                fprintf(fc, ",");
+                if (v->has_flops)
+                    fprintf(fc, "%.6f", v->flops_g);
+                fprintf(fc, ",%.3f,\"%s\"\n", s->seconds, text);
+            }
         }
     }
     if (fm)
@@ -798,15 +833,26 @@ int et_runner_run(et_experiment *x, int resume, char **err)
         }
         s->seconds = now() - t0;
     }
+    int top = (int)final_opt(&r, "top")->i;
+    record *best = NULL;
     if (!rc) {
-        w = calloc(x->n_searches + 1, sizeof *w);
-        if (!w)
+        w = calloc(x->n_searches * (size_t)top + 1, sizeof *w);
+        best = calloc((size_t)top, sizeof *best);
+        if (!w || !best)
             rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        for (size_t i = 0; !rc && i < x->n_searches; i++)
-            rc = finalize(&r, &r.strategies[i], &w[i], err);
+        for (size_t i = 0; !rc && i < x->n_searches; i++) {
+            int n = pick(&r, &r.strategies[i], top, best);
+            for (int k = 0; !rc && k < n; k++) {
+                winner *v = &w[i * (size_t)top + k];
+                v->found = 1;
+                v->rec = best[k];
+                rc = finalize(&r, &r.strategies[i], k, v, err);
+            }
+        }
         if (!rc)
-            report(&r, w);
+            report(&r, w, top);
     }
+    free(best);
     free(w);
     teardown(&r);
     return rc;

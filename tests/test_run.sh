@@ -56,7 +56,7 @@ INI
 # reused evaluations and the wall times
 results() { sed 's/^\([^,]*\),[^,]*,[^,]*,\([^,]*,[^,]*,[^,]*,[^,]*\),[^,]*,/\1,\2,/' "$1/results.csv"; }
 
-echo "1..6"
+echo "1..7"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -81,6 +81,15 @@ if [ $rc -eq 2 ] && [ "$(wc -l <"$tmp/m.err")" -eq 1 ] && grep -q "cannot resume
     ok "--resume with another seed is refused in one line, exit 2"
 else
     not_ok "--resume mismatch" "exit $rc" "$(cat "$tmp/m.err")"
+fi
+
+write_ini "$tmp/top" 300
+"$etnas" run "$tmp/top.ini" --set final.top=2 >"$tmp/top.out" 2>&1
+if grep -q "^random#2," "$tmp/top/results.csv" && grep -q "^second#2," "$tmp/top/results.csv" &&
+    [ "$(wc -l <"$tmp/top/results.csv")" -eq 5 ]; then
+    ok "[final] top = 2 retrains and reports two winners per strategy"
+else
+    not_ok "top 2" "$(cat "$tmp/top/results.csv")"
 fi
 
 # killed runs: a longer supernet so the kills land in training and search
