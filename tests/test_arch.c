@@ -7,18 +7,8 @@
 
 #include "inifile.h"
 #include "space.h"
+#include "testutil.h"
 
-static et_space load(const char *body)
-{
-    et_config cfg;
-    et_space s;
-    char *err = NULL, text[4096];
-    snprintf(text, sizeof text, "[space]\n%s", body);
-    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
-    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
-    et_config_free(&cfg);
-    return s;
-}
 
 static const char *const enc_space =
     "encoder_embed_dim = 64, 96, 128\nencoder_layers = 2..6\nencoder_ffn_dim = 128, 256, 512\n"
@@ -51,14 +41,14 @@ static void round_trips(const et_space *s, int n, uint64_t seed)
 
 Test(arch, round_trip_10000_sampled)
 {
-    et_space e = load(enc_space), t = load(s2s_space);
+    et_space e = tu_space(enc_space), t = tu_space(s2s_space);
     round_trips(&e, 10000, 1);
     round_trips(&t, 10000, 2);
 }
 
 Test(arch, hash_is_stable)
 {
-    et_space s = load(enc_space);
+    et_space s = tu_space(enc_space);
     et_arch a;
     char *err = NULL;
     const char *text = "enc(E=64,L=2)[ffn=128,heads=2,attn=softmax,block=standard,act=gelu]"
@@ -84,7 +74,7 @@ static void parse_fails(const et_space *s, const char *text, const char *msg)
 
 Test(arch, parse_and_validation_errors)
 {
-    et_space s = load(enc_space), t = load(s2s_space);
+    et_space s = tu_space(enc_space), t = tu_space(s2s_space);
     parse_fails(&s, "enc(E=64,L=2)[ffn=128,heads=2,attn=softmax,block=standard,act=gelu]",
                 "arch text, offset 67: expected '[ffn=' (near '')");
     parse_fails(&s, "enc(E=65,L=1)[ffn=128,heads=2,attn=softmax,block=standard,act=gelu]",
@@ -112,7 +102,7 @@ static int inside(const et_space *s, const et_arch *a)
 
 Test(arch, mutation_and_crossover_stay_inside)
 {
-    et_space t = load(s2s_space);
+    et_space t = tu_space(s2s_space);
     et_rng rng = et_rng_from_seed(3);
     et_arch pop[16];
     for (int i = 0; i < 16; i++)
@@ -133,7 +123,7 @@ Test(arch, mutation_and_crossover_stay_inside)
 
 Test(arch, mutation_p0_and_crossover_identity)
 {
-    et_space s = load(enc_space);
+    et_space s = tu_space(enc_space);
     et_rng rng = et_rng_from_seed(5);
     et_arch a, b, c;
     et_arch_sample(&s, &rng, &a);
@@ -148,7 +138,7 @@ Test(arch, mutation_p0_and_crossover_identity)
 
 Test(arch, sampling_is_seeded)
 {
-    et_space s = load(enc_space);
+    et_space s = tu_space(enc_space);
     et_rng r1 = et_rng_from_seed(11), r2 = et_rng_from_seed(11), r3 = et_rng_from_seed(12);
     int differ = 0;
     for (int i = 0; i < 100; i++) {
@@ -164,7 +154,7 @@ Test(arch, sampling_is_seeded)
 
 Test(arch, features_hand_computed)
 {
-    et_space s = load(enc_space);
+    et_space s = tu_space(enc_space);
     et_arch a;
     char *err = NULL;
     cr_assert_eq(et_arch_parse(&s,
@@ -183,7 +173,7 @@ Test(arch, features_hand_computed)
                            et_arch_feature_name(&s, (int32_t)i), f[i], want[i]);
     cr_assert_str_eq(et_arch_feature_name(&s, 5), "enc0_ffn");
 
-    et_space t = load(s2s_space);
+    et_space t = tu_space(s2s_space);
     cr_assert_eq(et_arch_feature_count(&t), 10 + 5 * 3 + 8 * 6);
     cr_assert_eq(et_arch_parse(&t,
                                "enc(E=512,L=2)[ffn=1024,heads=4,attn=softmax,block=standard,act=gelu]"
@@ -200,7 +190,7 @@ Test(arch, features_hand_computed)
 
 Test(arch, largest_and_smallest)
 {
-    et_space t = load(s2s_space);
+    et_space t = tu_space(s2s_space);
     et_arch a;
     char buf[16384];
     et_arch_largest(&t, &a);

@@ -13,18 +13,8 @@
 #include "hostimpl.h"
 #include "inifile.h"
 #include "space.h"
+#include "testutil.h"
 
-static et_space load(const char *body)
-{
-    et_config cfg;
-    et_space s;
-    char *err = NULL, text[4096];
-    snprintf(text, sizeof text, "[space]\n%s", body);
-    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
-    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
-    et_config_free(&cfg);
-    return s;
-}
 
 static const et_attn_impl ref_impl[1] = {{&attn_ref_vtable, NULL}};
 static const char *const space_text =
@@ -45,7 +35,7 @@ typedef struct run {
 
 static void run_init(run *r, const char *text)
 {
-    r->s = load(text);
+    r->s = tu_space(text);
     et_host_init(&r->host, 1, 1, &r->s);
     et_model_config cfg = {5, 3, 4, B, 0.2f, 0.1f, ref_impl};
     char *err = NULL;

@@ -14,18 +14,8 @@
 #include "inifile.h"
 #include "model.h"
 #include "space.h"
+#include "testutil.h"
 
-static et_space load(const char *body)
-{
-    et_config cfg;
-    et_space s;
-    char *err = NULL, text[4096];
-    snprintf(text, sizeof text, "[space]\n%s", body);
-    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
-    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
-    et_config_free(&cfg);
-    return s;
-}
 
 static const et_attn_impl ref_impl[2] = {{&attn_ref_vtable, NULL}, {&attn_ref_vtable, NULL}};
 
@@ -80,7 +70,7 @@ static double loss_of(void *p)
 static void check_gradients(const char *space_text, const char *arch_text, int32_t pooling,
                             int padded)
 {
-    et_space s = load(space_text);
+    et_space s = tu_space(space_text);
     fixture f;
     f.m = make(&s, pooling, 11);
     fill_batch(&f, 12, padded);
@@ -185,9 +175,9 @@ Test(model, gradients_mean_pooling_with_padding)
  * are the supernet's slices: same loss, same gradients on the slices. */
 Test(model, subnet_equals_standalone)
 {
-    et_space big = load(SPACE("pre"));
+    et_space big = tu_space(SPACE("pre"));
     const char *arch_text = "enc(E=8,L=2)" LAYER(12, 2, "standard", "gelu") LAYER(16, 3, "ffn-only", "relu");
-    et_space one = load("encoder_embed_dim = 8\nencoder_layers = 2\nencoder_ffn_dim = 12, 16\n"
+    et_space one = tu_space("encoder_embed_dim = 8\nencoder_layers = 2\nencoder_ffn_dim = 12, 16\n"
                         "encoder_heads = 2, 3\nencoder_attention = softmax, other\n"
                         "encoder_block = standard, ffn-only\nencoder_activation = gelu, relu\n"
                         "head_dim = 4\nnorm = pre\n");
@@ -253,7 +243,7 @@ Test(model, subnet_equals_standalone)
 
 Test(model, forward_is_deterministic_and_dropout_is_seeded)
 {
-    et_space s = load(SPACE("pre"));
+    et_space s = tu_space(SPACE("pre"));
     fixture f;
     f.m = make(&s, ET_POOLING_CLS, 31);
     fill_batch(&f, 32, 0);
@@ -283,7 +273,7 @@ Test(model, forward_is_deterministic_and_dropout_is_seeded)
 
 Test(model, bind_refuses_bad_input)
 {
-    et_space s = load(SPACE("pre"));
+    et_space s = tu_space(SPACE("pre"));
     et_model *m = make(&s, ET_POOLING_CLS, 41);
     et_arch a;
     char *err = NULL;

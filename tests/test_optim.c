@@ -11,18 +11,8 @@
 #include "inifile.h"
 #include "optim.h"
 #include "space.h"
+#include "testutil.h"
 
-static et_space load(const char *body)
-{
-    et_config cfg;
-    et_space s;
-    char *err = NULL, text[4096];
-    snprintf(text, sizeof text, "[space]\n%s", body);
-    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
-    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
-    et_config_free(&cfg);
-    return s;
-}
 
 Test(optim, schedules)
 {
@@ -59,7 +49,7 @@ static et_model *tiny(et_space *s, int32_t B)
 
 Test(optim, adamw_step_by_hand_and_slices_only)
 {
-    et_space s = load(space_text);
+    et_space s = tu_space(space_text);
     et_model *m = tiny(&s, 2);
     et_arch a;
     char *err = NULL;
@@ -103,7 +93,7 @@ Test(optim, adamw_step_by_hand_and_slices_only)
 
 Test(optim, clipping_scales_to_the_norm)
 {
-    et_space s = load(space_text);
+    et_space s = tu_space(space_text);
     et_model *m = tiny(&s, 2);
     et_arch a;
     char *err = NULL;
@@ -122,7 +112,7 @@ Test(optim, clipping_scales_to_the_norm)
 Test(optim, tiny_model_memorises_a_batch)
 {
     enum { B = 8 };
-    et_space s = load(space_text);
+    et_space s = tu_space(space_text);
     et_model *m = tiny(&s, B);
     et_arch a;
     char *err = NULL;

@@ -20,18 +20,8 @@
 #include "options.h"
 #include "plugin.h"
 #include "space.h"
+#include "testutil.h"
 
-static et_space load(const char *body)
-{
-    et_config cfg;
-    et_space s;
-    char *err = NULL, text[4096];
-    snprintf(text, sizeof text, "[space]\n%s", body);
-    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
-    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
-    et_config_free(&cfg);
-    return s;
-}
 
 static et_arch arch_of(const et_space *s, const char *text)
 {
@@ -227,7 +217,7 @@ Test(hat, published_rows_to_the_printed_digits)
                  "decoder_embed_dim = %d\ndecoder_layers = 6\ndecoder_ffn_dim = %d\n"
                  "decoder_heads = %d\ndecoder_activation = relu\nqkv_dim = %d\nnorm = post\n",
                  r->e, r->f, r->heads, r->e, r->f, r->heads, r->e);
-        et_space s = load(space_text);
+        et_space s = tu_space(space_text);
         hat_stack enc = uniform(r->e, 6, r->f, r->heads), dec = uniform(r->e, 6, r->f, r->heads);
         s2s_text(text, sizeof text, &enc, &dec);
         et_arch a = arch_of(&s, text);
@@ -295,7 +285,7 @@ static long long hat_dec_macs(long long q, long long Ed, long long Ee, long long
 
 Test(hat, sub_transformer_against_the_formulas)
 {
-    et_space s = load(HAT_SPACE);
+    et_space s = tu_space(HAT_SPACE);
     hat_stack enc = {640, 6, {3072, 2048, 1024, 3072, 1024, 2048}, {8, 4, 8, 4, 8, 4}, {0}, {0}};
     hat_stack dec = {512, 3, {1024, 3072, 2048}, {4, 8, 4}, {8, 4, 4}, {1, 2, 3}};
     char text[8192];
@@ -391,7 +381,7 @@ Test(params, encoder_classifier_equals_the_engine)
                          poolings[pl]);
                 snprintf(other, sizeof other, ENC_SPACE("%s", "%s", "%s"), rules[r], norms[nm],
                          poolings[1 - pl]);
-                et_space s = load(text), s_other = load(other);
+                et_space s = tu_space(text), s_other = tu_space(other);
                 snprintf(opt, sizeof opt, "pooling = %s", poolings[pl]);
                 /* every block type, a slice of the widths; then random archs */
                 et_arch archs[9];
@@ -443,7 +433,7 @@ Test(params, encoder_classifier_equals_the_engine)
 
 Test(flops, encoder_classifier_by_hand)
 {
-    et_space s = load(TINY_ENC);
+    et_space s = tu_space(TINY_ENC);
     et_arch a = arch_of(&s, TINY_ENC_ARCH);
     et_task_info task = {.model_kind = ET_MODEL_KIND_ENCODER, .num_classes = 5, .input_dim = 3,
                          .max_src_len = 2};
@@ -500,7 +490,7 @@ Test(flops, encoder_classifier_by_hand)
 
 Test(flops, seq2seq_by_hand)
 {
-    et_space s = load(TINY_S2S);
+    et_space s = tu_space(TINY_S2S);
     et_arch a = arch_of(&s, TINY_S2S_ARCH);
     et_task_info task = {.model_kind = ET_MODEL_KIND_SEQ2SEQ, .src_vocab = 11, .tgt_vocab = 13,
                          .max_src_len = 9, .max_tgt_len = 9};
@@ -544,7 +534,7 @@ Test(flops, seq2seq_by_hand)
 
 Test(params, seq2seq_by_hand)
 {
-    et_space s = load(TINY_S2S);
+    et_space s = tu_space(TINY_S2S);
     et_arch a = arch_of(&s, TINY_S2S_ARCH);
     et_task_info task = {.model_kind = ET_MODEL_KIND_SEQ2SEQ, .src_vocab = 11, .tgt_vocab = 13,
                          .max_src_len = 9, .max_tgt_len = 9};
@@ -575,7 +565,7 @@ Test(params, seq2seq_by_hand)
 /* Decoder-only: e 4, q 4 (2 heads), f 8, pre-norm, 10 tokens, 6 positions. */
 Test(proxies, decoder_only_by_hand)
 {
-    et_space s = load("decoder_embed_dim = 4\ndecoder_layers = 1\ndecoder_ffn_dim = 8\n"
+    et_space s = tu_space("decoder_embed_dim = 4\ndecoder_layers = 1\ndecoder_ffn_dim = 8\n"
                       "decoder_heads = 2\nhead_dim = 2\nnorm = pre\n");
     et_arch a = arch_of(&s, "dec(E=4,L=1)[ffn=8,heads=2,attn=softmax,block=standard,act=gelu]");
     et_task_info task = {.model_kind = ET_MODEL_KIND_DECODER, .src_vocab = 10, .tgt_vocab = 10,
@@ -612,7 +602,7 @@ Test(proxies, descriptors)
     static const char *const figures[2][3] = {{"params_m", "params_embed_m", NULL},
                                               {"flops_g", "other_ops_g", NULL}};
     for (int i = 0; i < 2; i++) {
-        et_space s = load(TINY_ENC);
+        et_space s = tu_space(TINY_ENC);
         et_host host;
         et_host_init(&host, 1, 1, &s);
         proxy p;
@@ -633,7 +623,7 @@ Test(proxies, descriptors)
 
 Test(proxies, option_and_host_errors)
 {
-    et_space enc = load(TINY_ENC), s2s = load(TINY_S2S);
+    et_space enc = tu_space(TINY_ENC), s2s = tu_space(TINY_S2S);
     et_arch a = arch_of(&enc, TINY_ENC_ARCH), b = arch_of(&s2s, TINY_S2S_ARCH);
     et_task_info task = {.model_kind = ET_MODEL_KIND_ENCODER, .num_classes = 5, .input_dim = 3,
                          .max_src_len = 2};

@@ -11,6 +11,7 @@
 #include "inifile.h"
 #include "space.h"
 #include "train.h"
+#include "testutil.h"
 
 /* Synthetic task: 3 positions x 4 features; the label is the feature with the
  * largest sum over positions. 512 train, 128 valid examples. */
@@ -71,17 +72,6 @@ static const et_task_info synth_info = {.model_kind = ET_MODEL_KIND_ENCODER, .nu
                                         .higher_is_better = 1};
 static const et_attn_impl ref_impl[1] = {{&attn_ref_vtable, NULL}};
 
-static et_space load(const char *body)
-{
-    et_config cfg;
-    et_space s;
-    char *err = NULL, text[4096];
-    snprintf(text, sizeof text, "[space]\n%s", body);
-    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
-    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
-    et_config_free(&cfg);
-    return s;
-}
 
 static const char *const space_text =
     "encoder_embed_dim = 16, 24\nencoder_layers = 1..2\nencoder_ffn_dim = 16, 32\n"
@@ -97,7 +87,7 @@ typedef struct rig {
 static void rig_init(rig *r, uint64_t seed, int32_t sampling, int64_t steps)
 {
     synth_make();
-    r->s = load(space_text);
+    r->s = tu_space(space_text);
     r->s.pooling = ET_POOLING_MEAN;
     et_host_init(&r->host, seed, 1, &r->s);
     et_model_config mc = {D, T, D, MAXB, 0.0f, 0.0f, ref_impl};

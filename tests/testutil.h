@@ -35,4 +35,19 @@ static inline const char *tu_fake(const char *name)
     return buf;
 }
 
+/* A space from [space] keys (the body of the section), asserting success. */
+#ifdef ETNAS_CORE_SPACE_H
+static inline et_space tu_space(const char *body)
+{
+    et_config cfg;
+    et_space s;
+    char *err = NULL, text[4096];
+    snprintf(text, sizeof text, "[space]\n%s", body);
+    cr_assert_eq(et_config_parse(text, "s.ini", &cfg, &err), 0, "%s", err);
+    cr_assert_eq(et_space_from_section(&cfg.sections[0], &s, &err), 0, "%s", err);
+    et_config_free(&cfg);
+    return s;
+}
+#endif
+
 #endif
