@@ -86,10 +86,25 @@ void et_threads_set(int32_t threads)
 void et_parallel_for(void *ctx, int64_t n, et_parallel_fn fn, void *arg)
 {
     (void)ctx;
+    et_parallel_for_parts(0, n, fn, arg);
+}
+
+void et_parallel_for_parts(int32_t want, int64_t n, et_parallel_fn fn, void *arg)
+{
     if (n <= 0)
         return;
+    if (want > 0) {
+        pthread_mutex_lock(&pool.lock);
+        int32_t have = pool.started + 1;
+        pthread_mutex_unlock(&pool.lock);
+        if (have < want) {
+            int32_t keep = pool.threads;
+            et_threads_set(want);
+            pool.threads = keep;
+        }
+    }
     pthread_mutex_lock(&call_lock);
-    int32_t parts = pool.threads;
+    int32_t parts = want > 0 ? (want < pool.started + 1 ? want : pool.started + 1) : pool.threads;
     if (parts > n)
         parts = (int32_t)n;
     if (parts <= 1) {

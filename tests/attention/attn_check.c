@@ -4,7 +4,6 @@
 #include "attn_check.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,9 @@
 #include <strings.h>
 
 #include <etnas/rng.h>
+
+#include "hostimpl.h"
+#include "options.h"
 
 /* What output gaps hold: a plugin writing outside its view changes it. */
 #define GAP_SENTINEL (-7777.0f)
@@ -53,91 +55,11 @@ static void host_progress(void *ctx, const char *phase, int64_t done, int64_t to
     (void)ctx, (void)phase, (void)done, (void)total;
 }
 
-/* A persistent worker pool, so that BLAS per-thread buffers are made once
- * rather than at every call (thousands of calls in a gradient check). */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t start, done;
-    int32_t started; /* workers alive, the caller not counted */
-    uint64_t generation;
-    int32_t pending, parts;
-    int64_t n;
-    et_parallel_fn fn;
-    void *arg;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0,
-          0, 0, NULL, NULL};
-
-static pthread_mutex_t pool_call = PTHREAD_MUTEX_INITIALIZER;
-
-static void run_range(int32_t w, int32_t parts, int64_t n, et_parallel_fn fn, void *arg)
-{
-    int64_t begin = n * w / parts, end = n * (w + 1) / parts;
-    if (begin < end)
-        fn(arg, begin, end, w);
-}
-
-static void *pool_main(void *p)
-{
-    int32_t w = (int32_t)(intptr_t)p;
-    uint64_t seen = 0;
-    pthread_mutex_lock(&pool.lock);
-    for (;;) {
-        while (pool.generation == seen)
-            pthread_cond_wait(&pool.start, &pool.lock);
-        seen = pool.generation;
-        int32_t parts = pool.parts;
-        int64_t n = pool.n;
-        et_parallel_fn fn = pool.fn;
-        void *arg = pool.arg;
-        pthread_mutex_unlock(&pool.lock);
-        if (w < parts)
-            run_range(w, parts, n, fn, arg);
-        pthread_mutex_lock(&pool.lock);
-        if (w < parts && --pool.pending == 0)
-            pthread_cond_signal(&pool.done);
-    }
-    return NULL;
-}
-
-/* ctx carries the thread count. Ranges are contiguous and the same every run,
- * like the core's pool. */
+/* ctx carries the thread count: the core's pool split into that many
+ * contiguous ranges, the same every run. */
 static void host_parallel_for(void *ctx, int64_t n, et_parallel_fn fn, void *arg)
 {
-    int64_t parts = (int64_t)(intptr_t)ctx;
-    if (n <= 0)
-        return;
-    if (parts > n)
-        parts = n;
-    pthread_mutex_lock(&pool_call);
-    while (pool.started < parts - 1) {
-        pthread_t tid;
-        if (pthread_create(&tid, NULL, pool_main, (void *)(intptr_t)(pool.started + 1)) != 0)
-            break;
-        pthread_detach(tid);
-        pthread_mutex_lock(&pool.lock);
-        pool.started++;
-        pthread_mutex_unlock(&pool.lock);
-    }
-    int32_t pooled = pool.started + 1 < parts ? pool.started + 1 : (int32_t)parts;
-    if (pooled > 1) {
-        pthread_mutex_lock(&pool.lock);
-        pool.n = n, pool.fn = fn, pool.arg = arg, pool.parts = (int32_t)parts;
-        pool.pending = pooled - 1;
-        pool.generation++;
-        pthread_cond_broadcast(&pool.start);
-        pthread_mutex_unlock(&pool.lock);
-    }
-    /* the caller runs range 0 and any range no worker could be made for */
-    run_range(0, (int32_t)parts, n, fn, arg);
-    for (int32_t w = pooled; w < parts; w++)
-        run_range(w, (int32_t)parts, n, fn, arg);
-    if (pooled > 1) {
-        pthread_mutex_lock(&pool.lock);
-        while (pool.pending > 0)
-            pthread_cond_wait(&pool.done, &pool.lock);
-        pthread_mutex_unlock(&pool.lock);
-    }
-    pthread_mutex_unlock(&pool_call);
+    et_parallel_for_parts((int32_t)(intptr_t)ctx, n, fn, arg);
 }
 
 void attn_check_host_init(et_host *host, int32_t threads, uint64_t seed)
@@ -163,42 +85,8 @@ void attn_check_host_init(et_host *host, int32_t threads, uint64_t seed)
 
 static int parse_value(const et_option_decl *d, const char *text, et_option_value *v)
 {
-    char *end = NULL;
-    *v = (et_option_value){0};
-    switch (d->type) {
-    case ET_OPTION_TYPE_INT:
-        v->i = strtoll(text, &end, 10);
-        return *text && !*end ? 0 : -1;
-    case ET_OPTION_TYPE_FLOAT:
-        v->f = strtod(text, &end);
-        return *text && !*end ? 0 : -1;
-    case ET_OPTION_TYPE_BOOL:
-        if (!strcasecmp(text, "true") || !strcasecmp(text, "yes") || !strcasecmp(text, "on") ||
-            !strcmp(text, "1"))
-            v->i = 1;
-        else if (strcasecmp(text, "false") && strcasecmp(text, "no") && strcasecmp(text, "off") &&
-                 strcmp(text, "0"))
-            return -1;
-        return 0;
-    case ET_OPTION_TYPE_CHOICE: {
-        const char *c = d->choices ? d->choices : "";
-        size_t len = strlen(text);
-        for (int64_t idx = 0; *c; idx++) {
-            const char *bar = strchr(c, '|');
-            size_t n = bar ? (size_t)(bar - c) : strlen(c);
-            if (n == len && !strncmp(c, text, n)) {
-                v->i = idx;
-                v->s = text;
-                return 0;
-            }
-            c += n + (bar ? 1 : 0);
-        }
-        return -1;
-    }
-    default:
-        v->s = text;
-        return 0;
-    }
+    char why[256];
+    return et_option_parse(d, text, v, why, sizeof why);
 }
 
 /* Applies "key=value,key=value" (edited in place) over the defaults. */
@@ -446,7 +334,7 @@ static int run_exec(attn_check_op *op, run *r)
     int32_t Tin[3] = {s->len_q, s->len_k, s->len_k}, Cin[3] = {s->dim_qk, s->dim_qk, s->dim_v};
     int32_t To[1] = {s->len_q}, Co[1] = {s->dim_v};
     tset in = {0}, out = {0}, dout = {0}, grad = {0};
-    float *chk = malloc((size_t)(B * H * (L + 2 * S) * (d > dv ? d : dv) + 1) * sizeof(float));
+    float *chk = calloc((size_t)(B * H * (L + 2 * S) * (d > dv ? d : dv) + 1), sizeof(float));
     rc = !saved || !work || !chk ? ET_STATUS_ERR_NOMEM : 0;
     if (!rc)
         rc = tset_alloc(&in, r->layout, 3, s->batch, s->heads, Tin, Cin, 0.0f, NAN);
