@@ -59,11 +59,11 @@ int main(int argc, char **argv)
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     int steps = argc > 2 ? atoi(argv[2]) : 20;
     enum { E = 256, L = 6, H = 4, F = 1024, T = 64, B = 64, IN = 48, C = 10 };
-    et_threads_set(threads);
     printf("threads %d, OpenBLAS %s (%s)\n", threads, openblas_get_config(),
            openblas_get_corename());
 
-    /* (a) the machine's sgemm */
+    /* (a) the machine's sgemm: OpenBLAS itself with the same thread count */
+    openblas_set_num_threads(threads);
     double peak = sgemm_gflops(1024, 1024, 1024, 0, 1);
     printf("sgemm 1024^3: %.1f GFLOP/s\n", peak);
     int N = B * (T + 1);
@@ -82,7 +82,8 @@ int main(int argc, char **argv)
                shapes[i].n, shapes[i].k, g);
     }
 
-    /* the model */
+    /* the model: the engine's pool, OpenBLAS single-threaded inside it */
+    et_threads_set(threads);
     char *err = NULL;
     et_config cfg;
     const char *space_text = "[space]\nencoder_embed_dim = 256\nencoder_layers = 6\nencoder_ffn_dim = 1024\n"

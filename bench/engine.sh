@@ -9,8 +9,11 @@ build=${1:-$here/..}
 threads=${2:-2}
 steps=${3:-20}
 ETNAS_PLUGIN_PATH="$build/plugins/attention/.libs" "$build/bench/engine" "$threads" "$steps"
-if python3 -c 'import torch' 2>/dev/null; then
-    python3 "$here/engine_torch.py" "$threads" "$steps"
-else
-    echo "PyTorch: not installed (apt-get install python3-torch to compare)"
-fi
+# Debian's python3-torch belongs to the system interpreter
+for py in /usr/bin/python3 python3; do
+    if "$py" -c 'import torch' 2>/dev/null; then
+        "$py" "$here/engine_torch.py" "$threads" "$steps"
+        exit 0
+    fi
+done
+echo "PyTorch: not installed (apt-get install python3-torch to compare)"
