@@ -15,7 +15,7 @@ out_svg = sys.argv[2] if len(sys.argv) > 2 else "attention_scaling.svg"
 series = {}
 for r in rows:
     key = (r["operator"], r["mode"])
-    t = float(r["fwd_ms"]) + float(r["bwd_ms"])
+    t = 1e3 * (float(r["forward_s"]) + float(r["backward_s"]))
     series.setdefault(key, []).append((int(r["len"]), t, float(r["peak_rss_mb"])))
 for v in series.values():
     v.sort()
