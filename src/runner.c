@@ -250,79 +250,6 @@ static int remember(strategy *s, const et_arch *arch, double metric, double loss
     return 0;
 }
 
-/* Look up or compute one evaluation and store it; split "valid" or "test". */
-static int evaluate_one(strategy *s, const et_arch *arch, const char *split, const char *stage,
-                        const char *conditions, et_eval_result *res, char **err)
-{
-    runner *r = s->r;
-    char text[16384];
-    if (et_arch_format(&r->x->space, arch, text, sizeof text) < 0)
-        return et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
-    et_store_eval_key key = {r->run_id, s->sp->sec->name, split, conditions,
-                             et_arch_hash(&r->x->space, arch), text};
-    et_store_eval got;
-    int rc = et_store_eval_get(r->store, &key, &got, err);
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        const et_store_figure *m = et_store_figures_find(&got.metrics, "metric");
-        const et_store_figure *l = et_store_figures_find(&got.metrics, "loss");
-        *res = (et_eval_result){m ? m->value : NAN, l ? l->value : NAN, 0, 1};
-        return 0;
-    }
-    double t0 = now();
-    double metric, loss;
-    int32_t sp = strcmp(split, "test") == 0 ? ET_SPLIT_TEST : ET_SPLIT_VALID;
-    if ((rc = et_trainer_evaluate(&r->trainer, arch, sp, &metric, &loss, err)))
-        return rc;
-    et_store_eval val;
-    memset(&val, 0, sizeof val);
-    snprintf(val.stage, sizeof val.stage, "%s", stage);
-    et_store_figures_add(&val.metrics, "metric", metric);
-    et_store_figures_add(&val.metrics, "loss", loss);
-    if ((rc = all_costs(r, arch, &val.costs, err)))
-        return rc;
-    val.wall = now() - t0;
-    if ((rc = et_store_eval_put(r->store, &key, &val, 1, err)))
-        return rc;
-    *res = (et_eval_result){metric, loss, val.wall, 0};
-    return 0;
-}
-
-static int host_evaluate(void *ctx, const et_arch *archs, int32_t n, et_eval_result *results,
-                         char **err)
-{
-    strategy *s = ctx;
-    runner *r = s->r;
-    char cond[64];
-    snprintf(cond, sizeof cond, "supernet step=%lld", (long long)r->trainer.step);
-    for (int32_t i = 0; i < n; i++) {
-        char *verr = NULL;
-        if (et_arch_validate(&r->x->space, &archs[i], &verr)) {
-            int rc = et_fail(err, ET_STATUS_ERR_USAGE, "evaluate: %s", verr);
-            free(verr);
-            return rc;
-        }
-        int rc = evaluate_one(s, &archs[i], "valid", "supernet", cond, &results[i], err);
-        if (rc)
-            return rc;
-        int32_t ok;
-        if ((rc = satisfies(r, &archs[i], &ok, err)))
-            return rc;
-        if (remember(s, &archs[i], results[i].metric, results[i].loss, ok))
-            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        s->evals++;
-        s->reused += results[i].from_store;
-    }
-    return 0;
-}
-
-static int host_train_supernet(void *ctx, int64_t steps, char **err)
-{
-    strategy *s = ctx;
-    return train_supernet(s->r, steps, err);
-}
-
 /* Train arch from scratch on a fresh model (the supernet is untouched). */
 static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t split,
                       double *metric, double *loss, char **err)
@@ -351,42 +278,95 @@ static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t spl
     return rc;
 }
 
-static int host_train_standalone(void *ctx, const et_arch *arch, int64_t steps,
-                                 et_eval_result *res, char **err)
+/* One evaluation through the store: the stored result when there is one
+ * for (strategy, split, conditions, arch), else computed — with inherited
+ * supernet weights, or by training from scratch for `standalone_steps`
+ * updates when that is > 0 — and stored before it is returned. val (may be
+ * NULL) gets the stored record with its costs. */
+static int stored_eval(strategy *s, const et_arch *arch, int32_t split, const char *stage,
+                       const char *conditions, int64_t standalone_steps, et_eval_result *res,
+                       et_store_eval *val, char **err)
 {
-    strategy *s = ctx;
     runner *r = s->r;
-    if (steps <= 0)
-        steps = r->tcfg.steps;
-    char text[16384], cond[64];
-    et_arch_format(&r->x->space, arch, text, sizeof text);
-    snprintf(cond, sizeof cond, "standalone steps=%lld", (long long)steps);
-    et_store_eval_key key = {r->run_id, s->sp->sec->name, "valid", cond,
+    char text[16384];
+    if (et_arch_format(&r->x->space, arch, text, sizeof text) < 0)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
+    et_store_eval_key key = {r->run_id, s->sp->sec->name,
+                             split == ET_SPLIT_TEST ? "test" : "valid", conditions,
                              et_arch_hash(&r->x->space, arch), text};
     et_store_eval got;
     int rc = et_store_eval_get(r->store, &key, &got, err);
     if (rc < 0)
         return rc;
-    if (rc == 1) {
-        *res = (et_eval_result){et_store_figures_find(&got.metrics, "metric")->value,
-                                et_store_figures_find(&got.metrics, "loss")->value, 0, 1};
-        return 0;
+    if (rc == 0) {
+        double t0 = now(), metric, loss;
+        rc = standalone_steps > 0
+                 ? standalone(r, arch, standalone_steps, split, &metric, &loss, err)
+                 : et_trainer_evaluate(&r->trainer, arch, split, &metric, &loss, err);
+        if (rc)
+            return rc;
+        memset(&got, 0, sizeof got);
+        snprintf(got.stage, sizeof got.stage, "%s", stage);
+        et_store_figures_add(&got.metrics, "metric", metric);
+        et_store_figures_add(&got.metrics, "loss", loss);
+        if ((rc = all_costs(r, arch, &got.costs, err)))
+            return rc;
+        got.wall = now() - t0;
+        if ((rc = et_store_eval_put(r->store, &key, &got, 1, err)))
+            return rc;
     }
-    double t0 = now(), metric, loss;
-    if ((rc = standalone(r, arch, steps, ET_SPLIT_VALID, &metric, &loss, err)))
-        return rc;
-    et_store_eval val;
-    memset(&val, 0, sizeof val);
-    snprintf(val.stage, sizeof val.stage, "standalone");
-    et_store_figures_add(&val.metrics, "metric", metric);
-    et_store_figures_add(&val.metrics, "loss", loss);
-    if ((rc = all_costs(r, arch, &val.costs, err)))
-        return rc;
-    val.wall = now() - t0;
-    if ((rc = et_store_eval_put(r->store, &key, &val, 1, err)))
-        return rc;
-    *res = (et_eval_result){metric, loss, val.wall, 0};
+    const et_store_figure *m = et_store_figures_find(&got.metrics, "metric");
+    const et_store_figure *l = et_store_figures_find(&got.metrics, "loss");
+    *res = (et_eval_result){m ? m->value : NAN, l ? l->value : NAN, rc == 1 ? 0 : got.wall, rc == 1};
+    if (val)
+        *val = got;
     return 0;
+}
+
+static int host_evaluate(void *ctx, const et_arch *archs, int32_t n, et_eval_result *results,
+                         char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    char cond[64];
+    snprintf(cond, sizeof cond, "supernet step=%lld", (long long)r->trainer.step);
+    for (int32_t i = 0; i < n; i++) {
+        char *verr = NULL;
+        if (et_arch_validate(&r->x->space, &archs[i], &verr)) {
+            int rc = et_fail(err, ET_STATUS_ERR_USAGE, "evaluate: %s", verr);
+            free(verr);
+            return rc;
+        }
+        int rc = stored_eval(s, &archs[i], ET_SPLIT_VALID, "supernet", cond, 0, &results[i], NULL,
+                             err);
+        if (rc)
+            return rc;
+        int32_t ok;
+        if ((rc = satisfies(r, &archs[i], &ok, err)))
+            return rc;
+        if (remember(s, &archs[i], results[i].metric, results[i].loss, ok))
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        s->evals++;
+        s->reused += results[i].from_store;
+    }
+    return 0;
+}
+
+static int host_train_supernet(void *ctx, int64_t steps, char **err)
+{
+    strategy *s = ctx;
+    return train_supernet(s->r, steps, err);
+}
+
+static int host_train_standalone(void *ctx, const et_arch *arch, int64_t steps,
+                                 et_eval_result *res, char **err)
+{
+    strategy *s = ctx;
+    if (steps <= 0)
+        steps = s->r->tcfg.steps;
+    char cond[64];
+    snprintf(cond, sizeof cond, "standalone steps=%lld", (long long)steps);
+    return stored_eval(s, arch, ET_SPLIT_VALID, "standalone", cond, steps, res, NULL, err);
 }
 
 static int host_cost(void *ctx, const et_arch *arch, const char *figure, double *value,
@@ -672,41 +652,30 @@ static int pick(const runner *r, const strategy *s, int top, record *out)
 static int finalize(runner *r, strategy *s, int32_t rank, winner *w, char **err)
 {
     const et_arch *arch = &w->rec.arch;
-    int rc;
-    char text[16384], cond[64];
-    et_arch_format(&r->x->space, arch, text, sizeof text);
+    char cond[64];
     int retrain = (int)final_opt(r, "retrain")->i;
     int64_t steps = final_opt(r, "steps")->i ? final_opt(r, "steps")->i : r->tcfg.steps;
     if (retrain)
         snprintf(cond, sizeof cond, "final standalone steps=%lld", (long long)steps);
     else
         snprintf(cond, sizeof cond, "final supernet step=%lld", (long long)r->trainer.step);
-    et_store_eval_key key = {r->run_id, s->sp->sec->name, "test", cond,
-                             et_arch_hash(&r->x->space, arch), text};
+    et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s winner #%d and scoring it on test", s->sp->sec->name,
+           retrain ? "retraining" : "evaluating", rank + 1);
+    et_eval_result res;
     et_store_eval got;
-    if ((rc = et_store_eval_get(r->store, &key, &got, err)) < 0)
+    int rc = stored_eval(s, arch, ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res, &got,
+                         err);
+    if (rc)
         return rc;
-    if (rc == 0) {
-        double t0 = now(), metric, loss;
-        et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s winner #%d (%lld steps) and scoring it on test",
-               s->sp->sec->name, retrain ? "retraining" : "evaluating", rank + 1,
-               (long long)steps);
-        rc = retrain ? standalone(r, arch, steps, ET_SPLIT_TEST, &metric, &loss, err)
-                     : et_trainer_evaluate(&r->trainer, arch, ET_SPLIT_TEST, &metric, &loss, err);
-        if (rc)
-            return rc;
-        memset(&got, 0, sizeof got);
-        snprintf(got.stage, sizeof got.stage, "final");
-        et_store_figures_add(&got.metrics, "metric", metric);
-        et_store_figures_add(&got.metrics, "loss", loss);
-        if ((rc = all_costs(r, arch, &got.costs, err)))
-            return rc;
-        got.wall = now() - t0;
-        if ((rc = et_store_eval_put(r->store, &key, &got, 1, err)) ||
-            (rc = et_store_final_put(r->store, &key, rank, err)))
+    if (!res.from_store) {
+        char text[16384];
+        et_arch_format(&r->x->space, arch, text, sizeof text);
+        et_store_eval_key key = {r->run_id, s->sp->sec->name, "test", cond,
+                                 et_arch_hash(&r->x->space, arch), text};
+        if ((rc = et_store_final_put(r->store, &key, rank, err)))
             return rc;
     }
-    w->test_metric = et_store_figures_find(&got.metrics, "metric")->value;
+    w->test_metric = res.metric;
     const et_store_figure *f;
     if ((f = et_store_figures_find(&got.costs, "params_m")))
         w->params_m = f->value, w->has_params = 1;
