@@ -56,7 +56,7 @@ typedef struct ctx {
 static int bad(ctx *c, const char *key, const char *fmt, const char *detail)
 {
     const et_config_entry *e = et_config_entry_find(c->sec, key);
-    char where[512], msg[512];
+    char where[512], msg[4096];
     if (e)
         et_where(e, where, sizeof where);
     else
