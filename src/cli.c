@@ -11,7 +11,9 @@
 #include "experiment.h"
 #include "options.h"
 #include "plugin.h"
+#include "report.h"
 #include "runner.h"
+#include "store.h"
 #include "space.h"
 #include "util.h"
 
@@ -27,6 +29,7 @@ static const char *const usage_main =
     "  check EXP.ini     check an experiment file; runs nothing\n"
     "  plugins [NAME]    list plugins, or show one plugin's options\n"
     "  arch SPACE.ini    sample, parse and describe architectures of a space\n"
+    "  report STORE      rewrite a run's report from its result store alone\n"
     "  bleu HYP REF      corpus BLEU of two text files, as sacreBLEU computes it\n"
     "\n"
     "options:\n"
@@ -65,6 +68,14 @@ static const char *const usage_arch =
     "and exact size. --sample prints N architectures drawn with seed S (default 1)\n"
     "in canonical form; --parse checks ARCH against the space and prints it back\n"
     "in canonical form; --features adds each one's feature vector.\n";
+
+static const char *const usage_report =
+    "usage: etnas report STORE [--out DIR] [--run N] [--lower-is-better]\n"
+    "\n"
+    "Rewrite report.md, results.csv, results.json and the Pareto plots of a run\n"
+    "(default: the store's latest) from the store alone, into DIR (default: the\n"
+    "store's directory), and print the comparison table. --lower-is-better for\n"
+    "metrics such as perplexity.\n";
 
 static const char *const usage_bleu =
     "usage: etnas bleu HYP REF [--tokenize 13a|none]\n"
@@ -363,6 +374,54 @@ static int cmd_arch(int argc, char **argv)
     return 0;
 }
 
+static int cmd_report(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        fputs(usage_report, stdout);
+        return 0;
+    }
+    const char *path = NULL, *out = NULL;
+    long long run = 0;
+    int higher = 1, rc;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--out")) {
+            if (!(out = i + 1 < argc ? argv[++i] : NULL))
+                return usage_error("report", "%s needs a directory", "--out");
+        } else if (!strcmp(argv[i], "--run")) {
+            if ((rc = parse_count("report", "--run", i + 1 < argc ? argv[++i] : NULL, 1,
+                                  9007199254740991LL, &run)))
+                return rc;
+        } else if (!strcmp(argv[i], "--lower-is-better")) {
+            higher = 0;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage_error("report", "unknown option '%s'", argv[i]);
+        } else if (path) {
+            return usage_error("report", "unexpected argument '%s'", argv[i]);
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path)
+        return usage_error("report", "%s", "needs a store file");
+    char *dir = NULL, *err = NULL;
+    if (!out) {
+        dir = et_strdup(path);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (slash)
+            *slash = 0;
+        out = slash ? dir : ".";
+    }
+    et_store *st = NULL;
+    rc = et_store_open(path, ET_STORE_MODE_READ, &st, &err);
+    if (!rc)
+        rc = et_report_write(st, run, out, higher, stdout, &err);
+    et_store_close(st);
+    free(dir);
+    if (rc)
+        return report("report", err, rc == ET_STATUS_ERR_USAGE ? EXIT_USAGE : EXIT_RUN);
+    return 0;
+}
+
 static int cmd_bleu(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -422,6 +481,8 @@ int main(int argc, char **argv)
         return cmd_plugins(argc - 2, argv + 2);
     if (!strcmp(cmd, "arch"))
         return cmd_arch(argc - 2, argv + 2);
+    if (!strcmp(cmd, "report"))
+        return cmd_report(argc - 2, argv + 2);
     if (!strcmp(cmd, "bleu"))
         return cmd_bleu(argc - 2, argv + 2);
     fprintf(stderr, "etnas: unknown command '%s' (see 'etnas --help')\n", cmd);

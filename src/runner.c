@@ -21,6 +21,7 @@
 #include "hostimpl.h"
 #include "model.h"
 #include "options.h"
+#include "report.h"
 #include "space.h"
 #include "store.h"
 #include "train.h"
@@ -608,14 +609,6 @@ static void teardown(runner *r)
 
 /* ---------------------------------------------------------------- final and report */
 
-typedef struct winner {
-    int found;
-    record rec;
-    double test_metric;
-    double params_m, flops_g;
-    int has_params, has_flops;
-} winner;
-
 /* The best `top` distinct archs under the constraints, best first (ties keep
  * evaluation order). Returns how many there are. */
 static int pick(const runner *r, const strategy *s, int top, record *out)
@@ -647,11 +640,10 @@ static int pick(const runner *r, const strategy *s, int top, record *out)
     return n;
 }
 
-/* Retrain (or re-score) the winner of rank `rank`, w->rec, and score it on
- * test; stored as final result `rank` of the strategy. */
-static int finalize(runner *r, strategy *s, int32_t rank, winner *w, char **err)
+/* Retrain (or re-score) the winner of rank `rank` and score it on test;
+ * stored as final result `rank` of the strategy. */
+static int finalize(runner *r, strategy *s, int32_t rank, const et_arch *arch, char **err)
 {
-    const et_arch *arch = &w->rec.arch;
     char cond[64];
     int retrain = (int)final_opt(r, "retrain")->i;
     int64_t steps = final_opt(r, "steps")->i ? final_opt(r, "steps")->i : r->tcfg.steps;
@@ -662,117 +654,15 @@ static int finalize(runner *r, strategy *s, int32_t rank, winner *w, char **err)
     et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s winner #%d and scoring it on test", s->sp->sec->name,
            retrain ? "retraining" : "evaluating", rank + 1);
     et_eval_result res;
-    et_store_eval got;
-    int rc = stored_eval(s, arch, ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res, &got,
+    int rc = stored_eval(s, arch, ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res, NULL,
                          err);
-    if (rc)
+    if (rc || res.from_store)
         return rc;
-    if (!res.from_store) {
-        char text[16384];
-        et_arch_format(&r->x->space, arch, text, sizeof text);
-        et_store_eval_key key = {r->run_id, s->sp->sec->name, "test", cond,
-                                 et_arch_hash(&r->x->space, arch), text};
-        if ((rc = et_store_final_put(r->store, &key, rank, err)))
-            return rc;
-    }
-    w->test_metric = res.metric;
-    const et_store_figure *f;
-    if ((f = et_store_figures_find(&got.costs, "params_m")))
-        w->params_m = f->value, w->has_params = 1;
-    if ((f = et_store_figures_find(&got.costs, "flops_g")))
-        w->flops_g = f->value, w->has_flops = 1;
-    return 0;
-}
-
-static void report(runner *r, const winner *w, int top)
-{
-    et_experiment *x = r->x;
-    char *md = et_strdupf("%s/report.md", r->out_dir), *csv = et_strdupf("%s/results.csv", r->out_dir);
-    FILE *fm = md ? fopen(md, "w") : NULL, *fc = csv ? fopen(csv, "w") : NULL;
-    const char *metric = r->info.metric ? r->info.metric : "metric";
-    FILE *outs[2] = {stdout, fm};
-    for (int o = 0; o < 2; o++) {
-        FILE *f = outs[o];
-        if (!f)
-            continue;
-        fprintf(f, "\n| strategy | evaluations (reused) | best valid %s | test %s | params (M) | FLOPs (G) | search s |\n",
-                metric, metric);
-        fprintf(f, "|---|---|---|---|---|---|---|\n");
-        for (size_t i = 0; i < x->n_searches; i++) {
-            const strategy *s = &r->strategies[i];
-            for (int k = 0; k < top; k++) {
-                const winner *v = &w[i * (size_t)top + k];
-                if (k > 0 && !v->found)
-                    break;
-                char label[300];
-                if (k)
-                    snprintf(label, sizeof label, "%s #%d", s->sp->sec->label, k + 1);
-                else
-                    snprintf(label, sizeof label, "%s", s->sp->sec->label);
-                fprintf(f, "| %s | %lld (%lld) |", label, (long long)s->evals,
-                        (long long)s->reused);
-                if (!v->found) {
-                    fprintf(f, " none satisfied the constraints | | | | %.1f |\n", s->seconds);
-                    continue;
-                }
-                fprintf(f, " %.4f | %.4f |", v->rec.metric, v->test_metric);
-                if (v->has_params)
-                    fprintf(f, " %.4f |", v->params_m);
-                else
-                    fprintf(f, " |");
-                if (v->has_flops)
-                    fprintf(f, " %.4f |", v->flops_g);
-                else
-                    fprintf(f, " |");
-                fprintf(f, " %.1f |\n", s->seconds);
-            }
-        }
-        for (size_t i = 0; i < x->n_searches; i++)
-            for (int k = 0; k < top; k++) {
-                const winner *v = &w[i * (size_t)top + k];
-                if (!v->found)
-                    break;
-                char text[16384];
-                et_arch_format(&x->space, &v->rec.arch, text, sizeof text);
-                fprintf(f, "\n%s #%d: `%s`\n", r->strategies[i].sp->sec->label, k + 1, text);
-            }
-    }
-    if (fc) {
-        fprintf(fc, "strategy,evaluations,reused,valid_%s,test_%s,params_m,flops_g,search_seconds,arch\n",
-                metric, metric);
-        for (size_t i = 0; i < x->n_searches; i++) {
-            const strategy *s = &r->strategies[i];
-            for (int k = 0; k < top; k++) {
-                const winner *v = &w[i * (size_t)top + k];
-                if (k > 0 && !v->found)
-                    break;
-                char text[16384] = "";
-                if (v->found)
-                    et_arch_format(&x->space, &v->rec.arch, text, sizeof text);
-                fprintf(fc, "%s", s->sp->sec->label);
-                if (k)
-                    fprintf(fc, "#%d", k + 1);
-                fprintf(fc, ",%lld,%lld,", (long long)s->evals, (long long)s->reused);
-                if (v->found)
-                    fprintf(fc, "%.6f,%.6f,", v->rec.metric, v->test_metric);
-                else
-                    fprintf(fc, ",,");
-                if (v->has_params)
-                    fprintf(fc, "%.6f", v->params_m);
-                fprintf(fc, ",");
-                if (v->has_flops)
-                    fprintf(fc, "%.6f", v->flops_g);
-                fprintf(fc, ",%.3f,\"%s\"\n", s->seconds, text);
-            }
-        }
-    }
-    if (fm)
-        fclose(fm);
-    if (fc)
-        fclose(fc);
-    et_log(ET_LOG_LEVEL_INFO, "report: %s, %s", md ? md : "?", csv ? csv : "?");
-    free(md);
-    free(csv);
+    char text[16384];
+    et_arch_format(&r->x->space, arch, text, sizeof text);
+    et_store_eval_key key = {r->run_id, s->sp->sec->name, "test", cond,
+                             et_arch_hash(&r->x->space, arch), text};
+    return et_store_final_put(r->store, &key, rank, err);
 }
 
 int et_runner_run(et_experiment *x, int resume, char **err)
@@ -780,7 +670,6 @@ int et_runner_run(et_experiment *x, int resume, char **err)
     runner r;
     memset(&r, 0, sizeof r);
     r.x = x;
-    winner *w = NULL;
     int rc = setup(&r, resume, err);
     for (size_t i = 0; !rc && i < x->n_searches; i++) {
         strategy *s = &r.strategies[i];
@@ -803,26 +692,28 @@ int et_runner_run(et_experiment *x, int resume, char **err)
         s->seconds = now() - t0;
     }
     int top = (int)final_opt(&r, "top")->i;
-    record *best = NULL;
-    if (!rc) {
-        w = calloc(x->n_searches * (size_t)top + 1, sizeof *w);
-        best = calloc((size_t)top, sizeof *best);
-        if (!w || !best)
-            rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        for (size_t i = 0; !rc && i < x->n_searches; i++) {
-            int n = pick(&r, &r.strategies[i], top, best);
-            for (int k = 0; !rc && k < n; k++) {
-                winner *v = &w[i * (size_t)top + k];
-                v->found = 1;
-                v->rec = best[k];
-                rc = finalize(&r, &r.strategies[i], k, v, err);
-            }
-        }
-        if (!rc)
-            report(&r, w, top);
+    record *best = rc ? NULL : calloc((size_t)top, sizeof *best);
+    if (!rc && !best)
+        rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < x->n_searches; i++) {
+        strategy *s = &r.strategies[i];
+        et_log(ET_LOG_LEVEL_INFO, "[%s] %lld evaluations (%lld from the store) in %.1f s",
+               s->sp->sec->name, (long long)s->evals, (long long)s->reused, s->seconds);
+        int n = pick(&r, s, top, best);
+        if (n == 0)
+            et_log(ET_LOG_LEVEL_WARN, "[%s] no evaluated architecture satisfies the constraints",
+                   s->sp->sec->name);
+        for (int k = 0; !rc && k < n; k++)
+            rc = finalize(&r, s, k, &best[k].arch, err);
     }
     free(best);
-    free(w);
+    if (!rc) {
+        printf("\n");
+        rc = et_report_write(r.store, r.run_id, r.out_dir, r.info.higher_is_better, stdout, err);
+        if (!rc)
+            et_log(ET_LOG_LEVEL_INFO, "report: %s/report.md, results.csv, results.json, SVG plots",
+                   r.out_dir);
+    }
     teardown(&r);
     return rc;
 }

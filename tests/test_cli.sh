@@ -27,11 +27,11 @@ expect() {
     fi
 }
 
-echo "1..25"
+echo "1..26"
 
 "$etnas" --help | grep -q "^usage: etnas COMMAND" && ok "--help" || not_ok "--help"
 "$etnas" --version | grep -q "^etnas [0-9]" && ok "--version" || not_ok "--version"
-for c in run check plugins arch bleu; do
+for c in run check plugins arch report bleu; do
     "$etnas" $c --help | grep -q "^usage: etnas $c" && ok "$c --help" || not_ok "$c --help"
 done
 
