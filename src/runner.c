@@ -23,6 +23,7 @@
 #include "options.h"
 #include "report.h"
 #include "space.h"
+#include "stats.h"
 #include "store.h"
 #include "train.h"
 #include "util.h"
@@ -72,6 +73,7 @@ struct runner {
     proxy_inst *proxies;
     strategy *strategies;
     strategy system; /* the host context of the task, the model and the proxies */
+    float *probe;     /* (1, max_src_len, input_dim) zeros: the latency probe's input */
 };
 
 static double now(void)
@@ -383,6 +385,56 @@ static int host_satisfies(void *ctx, const et_arch *arch, int32_t *ok, char **er
     return satisfies(s->r, arch, ok, err);
 }
 
+static int host_measure_latency(void *ctx, const et_arch *arch, int32_t warmup, int32_t runs,
+                                double *mean_ms, double *std_ms, char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    if (runs < 1 || warmup < 0)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "latency: runs must be >= 1, warmup >= 0");
+    int32_t len = r->info.max_src_len;
+    if (!r->probe && !(r->probe = calloc((size_t)len * (size_t)r->info.input_dim + 1,
+                                         sizeof *r->probe)))
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "latency: out of memory");
+    int rc = et_model_bind(r->model, arch, 1, len, err);
+    if (rc)
+        return rc;
+    int32_t label = 0;
+    et_batch b = {.size = 1, .src_len = len, .src_vec = r->probe, .labels = &label};
+    double *t = malloc(sizeof *t * (size_t)runs);
+    if (!t)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "latency: out of memory");
+    for (int32_t i = 0; i < warmup + runs && !rc; i++) {
+        double loss, t0 = now();
+        rc = et_model_forward(r->model, &b, 0, 0, 0, &loss, NULL, err);
+        if (i >= warmup)
+            t[i - warmup] = 1e3 * (now() - t0);
+    }
+    if (!rc)
+        et_trimmed_stats(t, (size_t)runs, 0.1, mean_ms, std_ms);
+    free(t);
+    return rc;
+}
+
+static int host_training_bytes(void *ctx, const et_arch *arch, int32_t batch, double *bytes,
+                               char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    if (batch <= 0)
+        batch = r->tcfg.batch_size;
+    int rc = et_model_bind(r->model, arch, batch, r->info.max_src_len, err);
+    if (rc)
+        return rc;
+    int32_t nt;
+    const et_tensor *t = et_model_tensors(r->model, &nt);
+    double params = 0;
+    for (int32_t i = 0; i < nt; i++)
+        params += (double)t[i].bound_rows * t[i].bound_cols;
+    /* parameter, gradient, two AdamW moments (floats) and an update count */
+    *bytes = params * (4.0 * sizeof(float) + sizeof(int64_t)) +
+             (double)et_model_activation_bytes(r->model);
+    return 0;
+}
+
 static double host_attention_macs(void *ctx, int32_t stack, int32_t choice,
                                   const struct et_attn_shape *shape)
 {
@@ -407,6 +459,8 @@ static void host_for(runner *r, et_host *h, const char *section, void *ctx)
     h->train_standalone = host_train_standalone;
     h->cost = host_cost;
     h->satisfies = host_satisfies;
+    h->measure_latency = host_measure_latency;
+    h->training_bytes = host_training_bytes;
 }
 
 static char *effective_ini(const et_experiment *x)
@@ -605,6 +659,7 @@ static void teardown(runner *r)
     free(r->out_dir);
     free(r->store_path);
     free(r->ckpt_path);
+    free(r->probe);
 }
 
 /* ---------------------------------------------------------------- final and report */

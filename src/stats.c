@@ -2,6 +2,7 @@
 #include "stats.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 double et_kendall_tau(const double *x, const double *y, size_t n)
 {
@@ -49,4 +50,30 @@ size_t et_pareto_front(const double *metric, const double *cost, size_t n, int h
         count += !dominated;
     }
     return count;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void et_trimmed_stats(double *samples, size_t n, double trim, double *mean, double *std)
+{
+    *mean = *std = NAN;
+    if (n == 0)
+        return;
+    qsort(samples, n, sizeof *samples, cmp_double);
+    size_t cut = (size_t)floor((double)n * trim);
+    if (2 * cut >= n)
+        cut = (n - 1) / 2;
+    size_t k = n - 2 * cut;
+    double s = 0, s2 = 0;
+    for (size_t i = cut; i < n - cut; i++)
+        s += samples[i];
+    double m = s / (double)k;
+    for (size_t i = cut; i < n - cut; i++)
+        s2 += (samples[i] - m) * (samples[i] - m);
+    *mean = m;
+    *std = k > 1 ? sqrt(s2 / (double)(k - 1)) : 0.0;
 }

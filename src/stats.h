@@ -17,4 +17,9 @@ double et_kendall_tau(const double *x, const double *y, size_t n);
 size_t et_pareto_front(const double *metric, const double *cost, size_t n, int higher_is_better,
                        int32_t *front);
 
+/* Mean and standard deviation of timing samples after dropping the fastest
+ * and slowest `trim` share (0.1 = 10 % at each end; at least one sample is
+ * kept). Sorts `samples` in place. */
+void et_trimmed_stats(double *samples, size_t n, double trim, double *mean, double *std);
+
 #endif

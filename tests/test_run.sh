@@ -55,7 +55,7 @@ INI
 # results.csv holds no wall times: interrupted or not, it must be the same
 results() { cat "$1/results.csv"; }
 
-echo "1..8"
+echo "1..9"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -99,6 +99,18 @@ if grep -q "^random,2," "$tmp/top/results.csv" && grep -q "^second,2," "$tmp/top
     ok "[final] top = 2 retrains and reports two winners per strategy"
 else
     not_ok "top 2" "$(cat "$tmp/top/results.csv")"
+fi
+
+# measured latency and computed memory as cost figures
+write_ini "$tmp/cost" 100
+for p in latency memory; do ln -sf "$ET_BUILDDIR/plugins/proxies/.libs/$p.so" "$tmp/plugins/"; done
+printf '[proxy latency]\nruns = 5\nwarmup = 1\n[proxy memory]\n' >>"$tmp/cost.ini"
+"$etnas" run "$tmp/cost.ini" >"$tmp/cost.out" 2>&1
+if grep -q '"latency_ms": [0-9]' "$tmp/cost/results.json" && grep -q '"memory_mb": [0-9]' "$tmp/cost/results.json" &&
+    [ -s "$tmp/cost/pareto_latency_ms.svg" ]; then
+    ok "latency and memory proxies give figures for every evaluation"
+else
+    not_ok "latency/memory" "$(tail -n 3 "$tmp/cost.out")"
 fi
 
 # killed runs: a longer supernet so the kills land in training and search

@@ -37,3 +37,20 @@ Test(stats, pareto_front_hand_cases)
     cr_assert_eq(et_pareto_front(loss, c2, 3, 0, f), 2);
     cr_assert(f[0] == 0 && f[1] == 1 && f[2] == 1);
 }
+
+Test(stats, trimmed_latency_statistics)
+{
+    /* ten samples, one outlier at each end: 10 % trimmed from each side */
+    double t[] = {5.0, 1.0, 1.2, 1.1, 0.9, 1.0, 100.0, 1.1, 0.1, 1.0};
+    double mean, std;
+    et_trimmed_stats(t, 10, 0.1, &mean, &std);
+    /* kept: 0.9 1.0 1.0 1.0 1.1 1.1 1.2 5.0 */
+    cr_assert_float_eq(mean, 12.3 / 8, 1e-12);
+    double ss = 0, kept[] = {0.9, 1.0, 1.0, 1.0, 1.1, 1.1, 1.2, 5.0};
+    for (int i = 0; i < 8; i++)
+        ss += (kept[i] - mean) * (kept[i] - mean);
+    cr_assert_float_eq(std, sqrt(ss / 7), 1e-12);
+    double one[] = {2.0};
+    et_trimmed_stats(one, 1, 0.1, &mean, &std);
+    cr_assert(mean == 2.0 && std == 0.0);
+}

@@ -103,6 +103,16 @@ struct et_host {
     int (*cost)(void *ctx, const et_arch *arch, const char *figure, double *value, char **err);
     /* Whether arch satisfies every [constraints] line (*ok = 1 or 0). */
     int (*satisfies)(void *ctx, const et_arch *arch, int32_t *ok, char **err);
+    /* Measured forward latency of arch on this host: batch 1 at the task's
+     * reference length, `warmup` untimed runs then `runs` timed ones; the
+     * fastest and slowest 10 % dropped; mean and standard deviation in ms. */
+    int (*measure_latency)(void *ctx, const et_arch *arch, int32_t warmup, int32_t runs,
+                           double *mean_ms, double *std_ms, char **err);
+    /* Bytes one training step of arch needs at `batch` examples: the bound
+     * parameters with their gradients and AdamW moments, and the activation
+     * arena (attention workspace included), as the engine sizes them. */
+    int (*training_bytes)(void *ctx, const et_arch *arch, int32_t batch, double *bytes,
+                          char **err);
 };
 
 #define ET_HOST_HAS(host, member) \
