@@ -51,6 +51,8 @@ const et_option_decl et_train_options[] = {
 const et_option_decl et_final_options[] = {
     {"retrain", ET_OPTION_TYPE_BOOL, "true", 1, 0, NULL, "retrain the winners from scratch and score them on test"},
     {"top", ET_OPTION_TYPE_INT, "1", 1, 100, NULL, "winners per strategy to retrain"},
+    {"compare_attention", ET_OPTION_TYPE_BOOL, "false", 1, 0, NULL,
+     "also train the winner with every layer on one attention operator, for each operator"},
     {"steps", ET_OPTION_TYPE_INT, "0", 0, 1e12, NULL, "updates of the final training (0 = [train] steps)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };

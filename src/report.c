@@ -135,8 +135,12 @@ static void write_table(FILE *f, const gather *g, int higher)
         const final_row *r = &g->fin[i];
         double best;
         size_t n = strategy_stats(g, r->strategy, higher, &best);
-        fprintf(f, "| %s | %d | %zu | %.4f | %.4f | ", label(r->strategy), r->rank + 1, n, best,
-                r->test_metric);
+        fprintf(f, "| %s | %d | %zu | ", label(r->strategy), r->rank + 1, n);
+        if (isfinite(best))
+            fprintf(f, "%.4f", best);
+        else
+            fprintf(f, "-");
+        fprintf(f, " | %.4f | ", r->test_metric);
         double p = cost_of(&r->costs, "params_m"), fl = cost_of(&r->costs, "flops_g");
         if (isfinite(p))
             fprintf(f, "%.4f", p);

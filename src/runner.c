@@ -282,19 +282,19 @@ static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t spl
 }
 
 /* One evaluation through the store: the stored result when there is one
- * for (strategy, split, conditions, arch), else computed — with inherited
+ * for (strategy — or `label` when not NULL —, split, conditions, arch), else computed — with inherited
  * supernet weights, or by training from scratch for `standalone_steps`
  * updates when that is > 0 — and stored before it is returned. val (may be
  * NULL) gets the stored record with its costs. */
-static int stored_eval(strategy *s, const et_arch *arch, int32_t split, const char *stage,
-                       const char *conditions, int64_t standalone_steps, et_eval_result *res,
-                       et_store_eval *val, char **err)
+static int stored_eval(strategy *s, const char *label, const et_arch *arch, int32_t split,
+                       const char *stage, const char *conditions, int64_t standalone_steps,
+                       et_eval_result *res, et_store_eval *val, char **err)
 {
     runner *r = s->r;
     char text[16384];
     if (et_arch_format(&r->x->space, arch, text, sizeof text) < 0)
         return et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
-    et_store_eval_key key = {r->run_id, s->sp->sec->name,
+    et_store_eval_key key = {r->run_id, label ? label : s->sp->sec->name,
                              split == ET_SPLIT_TEST ? "test" : "valid", conditions,
                              et_arch_hash(&r->x->space, arch), text};
     et_store_eval got;
@@ -340,8 +340,8 @@ static int host_evaluate(void *ctx, const et_arch *archs, int32_t n, et_eval_res
             free(verr);
             return rc;
         }
-        int rc = stored_eval(s, &archs[i], ET_SPLIT_VALID, "supernet", cond, 0, &results[i], NULL,
-                             err);
+        int rc = stored_eval(s, NULL, &archs[i], ET_SPLIT_VALID, "supernet", cond, 0, &results[i],
+                             NULL, err);
         if (rc)
             return rc;
         int32_t ok;
@@ -369,7 +369,7 @@ static int host_train_standalone(void *ctx, const et_arch *arch, int64_t steps,
         steps = s->r->tcfg.steps;
     char cond[64];
     snprintf(cond, sizeof cond, "standalone steps=%lld", (long long)steps);
-    return stored_eval(s, arch, ET_SPLIT_VALID, "standalone", cond, steps, res, NULL, err);
+    return stored_eval(s, NULL, arch, ET_SPLIT_VALID, "standalone", cond, steps, res, NULL, err);
 }
 
 static int host_cost(void *ctx, const et_arch *arch, const char *figure, double *value,
@@ -697,7 +697,10 @@ static int pick(const runner *r, const strategy *s, int top, record *out)
 
 /* Retrain (or re-score) the winner of rank `rank` and score it on test;
  * stored as final result `rank` of the strategy. */
-static int finalize(runner *r, strategy *s, int32_t rank, const et_arch *arch, char **err)
+/* Retrain (or re-score) an arch and score it on test; stored as final
+ * result `rank` of `label` (a strategy's section name, or a baseline's). */
+static int finalize(runner *r, strategy *s, const char *label, int32_t rank, const et_arch *arch,
+                    char **err)
 {
     char cond[64];
     int retrain = (int)final_opt(r, "retrain")->i;
@@ -706,18 +709,39 @@ static int finalize(runner *r, strategy *s, int32_t rank, const et_arch *arch, c
         snprintf(cond, sizeof cond, "final standalone steps=%lld", (long long)steps);
     else
         snprintf(cond, sizeof cond, "final supernet step=%lld", (long long)r->trainer.step);
-    et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s winner #%d and scoring it on test", s->sp->sec->name,
+    et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s #%d and scoring it on test", label,
            retrain ? "retraining" : "evaluating", rank + 1);
     et_eval_result res;
-    int rc = stored_eval(s, arch, ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res, NULL,
-                         err);
+    int rc = stored_eval(s, label, arch, ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res,
+                         NULL, err);
     if (rc || res.from_store)
         return rc;
     char text[16384];
     et_arch_format(&r->x->space, arch, text, sizeof text);
-    et_store_eval_key key = {r->run_id, s->sp->sec->name, "test", cond,
-                             et_arch_hash(&r->x->space, arch), text};
+    et_store_eval_key key = {r->run_id, label, "test", cond, et_arch_hash(&r->x->space, arch),
+                             text};
     return et_store_final_put(r->store, &key, rank, err);
+}
+
+/* The mFormer question: the winner against the same arch with every layer
+ * on one attention operator, for each operator of the space, trained and
+ * scored the same way. */
+static int compare_attention(runner *r, strategy *s, const et_arch *winner, char **err)
+{
+    const et_text_choices *ops = &r->x->space.enc.attention;
+    for (int32_t c = 0; c < ops->n && ops->n > 1; c++) {
+        et_arch a = *winner;
+        for (int32_t l = 0; l < ET_MAX_LAYERS; l++)
+            a.enc.layer[l].attention = c;
+        if (et_arch_hash(&r->x->space, &a) == et_arch_hash(&r->x->space, winner))
+            continue;
+        char label[ET_MAX_CHOICE_TEXT + 300];
+        snprintf(label, sizeof label, "%s all-%s", s->sp->sec->name, ops->v[c]);
+        int rc = finalize(r, s, label, 0, &a, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 int et_runner_run(et_experiment *x, int resume, char **err)
@@ -759,7 +783,9 @@ int et_runner_run(et_experiment *x, int resume, char **err)
             et_log(ET_LOG_LEVEL_WARN, "[%s] no evaluated architecture satisfies the constraints",
                    s->sp->sec->name);
         for (int k = 0; !rc && k < n; k++)
-            rc = finalize(&r, s, k, &best[k].arch, err);
+            rc = finalize(&r, s, s->sp->sec->name, k, &best[k].arch, err);
+        if (!rc && n > 0 && final_opt(&r, "compare_attention")->i)
+            rc = compare_attention(&r, s, &best[0].arch, err);
     }
     free(best);
     if (!rc) {

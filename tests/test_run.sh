@@ -55,7 +55,7 @@ INI
 # results.csv holds no wall times: interrupted or not, it must be the same
 results() { cat "$1/results.csv"; }
 
-echo "1..9"
+echo "1..10"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -112,6 +112,19 @@ if grep -q '"latency_ms": [0-9]' "$tmp/cost/results.json" && grep -q '"memory_mb
 else
     not_ok "latency/memory" "$(tail -n 3 "$tmp/cost.out")"
 fi
+
+# the winner against the same arch on one attention operator throughout
+write_ini "$tmp/cmp" 100
+ln -sf "$ET_BUILDDIR/tests/plugins/.libs/fake_attn.so" "$tmp/plugins/"
+sed -i 's/^encoder_attention = ref_softmax$/encoder_attention = ref_softmax, fake_attn/' "$tmp/cmp.ini"
+"$etnas" run "$tmp/cmp.ini" --set final.compare_attention=true >"$tmp/cmp.out" 2>&1
+rows=$(grep -c '^random all-\|^second all-' "$tmp/cmp/results.csv")
+if [ "$rows" -ge 2 ]; then
+    ok "compare_attention adds the uniform-operator baselines of each winner"
+else
+    not_ok "compare_attention" "$(cat "$tmp/cmp/results.csv")"
+fi
+rm -f "$tmp/plugins/fake_attn.so"
 
 # killed runs: a longer supernet so the kills land in training and search
 write_ini "$tmp/full" 1500
