@@ -53,6 +53,9 @@ const et_option_decl et_final_options[] = {
     {"top", ET_OPTION_TYPE_INT, "1", 1, 100, NULL, "winners per strategy to retrain"},
     {"compare_attention", ET_OPTION_TYPE_BOOL, "false", 1, 0, NULL,
      "also train the winner with every layer on one attention operator, for each operator"},
+    {"rank_check", ET_OPTION_TYPE_INT, "0", 0, 1000, NULL,
+     "train this many of each strategy's evaluated archs from scratch and report the Kendall "
+     "tau between their search scores and standalone scores (0 = off)"},
     {"steps", ET_OPTION_TYPE_INT, "0", 0, 1e12, NULL, "updates of the final training (0 = [train] steps)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };

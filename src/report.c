@@ -26,6 +26,8 @@ typedef struct final_row {
 typedef struct gather {
     point *pts;
     size_t n, cap;
+    point *solo; /* standalone (from scratch) scores of searched archs */
+    size_t ns, caps;
     final_row *fin;
     size_t nf, capf;
     int bad;
@@ -34,17 +36,22 @@ typedef struct gather {
 static int on_eval(void *ctx, const et_store_eval_key *key, const et_store_eval *val)
 {
     gather *g = ctx;
-    if (strcmp(key->split, "valid") != 0 || strcmp(val->stage, "supernet") != 0)
+    if (strcmp(key->split, "valid") != 0)
         return 0;
-    if (g->n == g->cap) {
-        size_t nc = g->cap ? 2 * g->cap : 64;
-        point *np = realloc(g->pts, nc * sizeof *np);
+    int solo = strcmp(val->stage, "standalone") == 0;
+    if (!solo && strcmp(val->stage, "supernet") != 0)
+        return 0;
+    point **arr = solo ? &g->solo : &g->pts;
+    size_t *n = solo ? &g->ns : &g->n, *cap = solo ? &g->caps : &g->cap;
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 64;
+        point *np = realloc(*arr, nc * sizeof *np);
         if (!np)
             return g->bad = ET_STATUS_ERR_NOMEM;
-        g->pts = np;
-        g->cap = nc;
+        *arr = np;
+        *cap = nc;
     }
-    point *p = &g->pts[g->n];
+    point *p = &(*arr)[*n];
     const et_store_figure *m = et_store_figures_find(&val->metrics, "metric");
     snprintf(p->strategy, sizeof p->strategy, "%s", key->strategy);
     p->arch = et_strdup(key->arch_text);
@@ -52,7 +59,7 @@ static int on_eval(void *ctx, const et_store_eval_key *key, const et_store_eval 
     p->costs = val->costs;
     if (!p->arch)
         return g->bad = ET_STATUS_ERR_NOMEM;
-    g->n++;
+    (*n)++;
     return 0;
 }
 
@@ -152,6 +159,40 @@ static void write_table(FILE *f, const gather *g, int higher)
     for (size_t i = 0; i < g->nf; i++)
         fprintf(f, "\n%s #%d: `%s`\n", label(g->fin[i].strategy), g->fin[i].rank + 1,
                 g->fin[i].arch);
+}
+
+/* Kendall's tau between each strategy's search scores and the standalone
+ * scores of the same archs, where at least two archs have both. */
+static void write_ranking(FILE *f, const gather *g)
+{
+    int header = 0;
+    for (size_t i = 0; i < g->ns; i++) {
+        int first = 1;
+        for (size_t j = 0; j < i; j++)
+            first &= strcmp(g->solo[j].strategy, g->solo[i].strategy) != 0;
+        if (!first)
+            continue;
+        double est[256], truth[256];
+        size_t k = 0;
+        for (size_t j = 0; j < g->ns && k < 256; j++) {
+            if (strcmp(g->solo[j].strategy, g->solo[i].strategy))
+                continue;
+            for (size_t e = 0; e < g->n; e++)
+                if (!strcmp(g->pts[e].strategy, g->solo[j].strategy) &&
+                    !strcmp(g->pts[e].arch, g->solo[j].arch)) {
+                    est[k] = g->pts[e].metric;
+                    truth[k++] = g->solo[j].metric;
+                    break;
+                }
+        }
+        if (k < 2)
+            continue;
+        if (!header)
+            fprintf(f, "\nRanking quality (Kendall tau, search score vs standalone training):\n");
+        header = 1;
+        fprintf(f, "- %s: %.3f over %zu archs\n", label(g->solo[i].strategy),
+                et_kendall_tau(est, truth, k), k);
+    }
 }
 
 static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
@@ -303,8 +344,10 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
         rc = et_fail(err, g.bad, "report: out of memory");
         goto done;
     }
-    if (table)
+    if (table) {
         write_table(table, &g, higher);
+        write_ranking(table, &g);
+    }
     char *path = et_strdupf("%s/report.md", out_dir);
     FILE *f = path ? fopen(path, "w") : NULL;
     if (!f) {
@@ -314,6 +357,7 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
     }
     fprintf(f, "# Run %lld of %s\n\n", (long long)run, et_store_path(st));
     write_table(f, &g, higher);
+    write_ranking(f, &g);
     /* the cost figures, for plots */
     const char *figs[ET_STORE_MAX_FIGURES];
     int nfig = 0;
@@ -385,6 +429,9 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
 done:
     for (size_t i = 0; i < g.n; i++)
         free(g.pts[i].arch);
+    for (size_t i = 0; i < g.ns; i++)
+        free(g.solo[i].arch);
+    free(g.solo);
     for (size_t i = 0; i < g.nf; i++)
         free(g.fin[i].arch);
     free(g.pts);

@@ -744,6 +744,59 @@ static int compare_attention(runner *r, strategy *s, const et_arch *winner, char
     return 0;
 }
 
+/* Ranking quality: K of the strategy's distinct evaluated archs, spread
+ * evenly over its score order, trained from scratch and scored on the
+ * validation split; Kendall's tau between search scores and standalone
+ * scores says how far the strategy's estimates can be trusted. */
+static int rank_check(runner *r, strategy *s, int32_t k, double *tau, char **err)
+{
+    record *all = malloc(sizeof *all * (s->n + 1));
+    double *est = malloc(sizeof *est * (size_t)(k + 1)), *truth = malloc(sizeof *truth * (size_t)(k + 1));
+    int rc = 0;
+    *tau = NAN;
+    if (!all || !est || !truth) {
+        rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    /* distinct archs in score order (pick() with no constraint filter) */
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (!isfinite(s->recs[i].metric))
+            continue;
+        int dup = 0;
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = memcmp(&all[j].arch, &s->recs[i].arch, sizeof(et_arch)) == 0;
+        if (!dup)
+            all[n++] = s->recs[i];
+    }
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && all[j].metric < all[j - 1].metric; j--) {
+            record t = all[j];
+            all[j] = all[j - 1];
+            all[j - 1] = t;
+        }
+    int32_t m = (int32_t)(n < (size_t)k ? n : (size_t)k);
+    int64_t steps = final_opt(r, "steps")->i ? final_opt(r, "steps")->i : r->tcfg.steps;
+    for (int32_t i = 0; i < m; i++) {
+        const record *c = &all[m > 1 ? (size_t)i * (n - 1) / (size_t)(m - 1) : 0];
+        et_eval_result res;
+        et_log(ET_LOG_LEVEL_INFO, "[%s] rank check: standalone training %d of %d",
+               s->sp->sec->name, i + 1, m);
+        if ((rc = host_train_standalone(s, &c->arch, steps, &res, err)))
+            goto done;
+        est[i] = c->metric;
+        truth[i] = res.metric;
+    }
+    *tau = et_kendall_tau(est, truth, (size_t)m);
+    et_log(ET_LOG_LEVEL_INFO, "[%s] ranking quality: Kendall tau %.3f between search and "
+           "standalone scores of %d archs", s->sp->sec->name, *tau, m);
+done:
+    free(all);
+    free(est);
+    free(truth);
+    return rc;
+}
+
 int et_runner_run(et_experiment *x, int resume, char **err)
 {
     runner r;
@@ -786,6 +839,9 @@ int et_runner_run(et_experiment *x, int resume, char **err)
             rc = finalize(&r, s, s->sp->sec->name, k, &best[k].arch, err);
         if (!rc && n > 0 && final_opt(&r, "compare_attention")->i)
             rc = compare_attention(&r, s, &best[0].arch, err);
+        double tau;
+        if (!rc && final_opt(&r, "rank_check")->i > 0)
+            rc = rank_check(&r, s, (int32_t)final_opt(&r, "rank_check")->i, &tau, err);
     }
     free(best);
     if (!rc) {

@@ -55,7 +55,7 @@ INI
 # results.csv holds no wall times: interrupted or not, it must be the same
 results() { cat "$1/results.csv"; }
 
-echo "1..10"
+echo "1..11"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -123,6 +123,12 @@ if [ "$rows" -ge 2 ]; then
     ok "compare_attention adds the uniform-operator baselines of each winner"
 else
     not_ok "compare_attention" "$(cat "$tmp/cmp/results.csv")"
+fi
+"$etnas" run "$tmp/cmp.ini" --set final.rank_check=3 --set experiment.output="$tmp/rank" >"$tmp/rank.out" 2>&1
+if grep -q "^- random: -\{0,1\}[0-9.]* over 3 archs" "$tmp/rank/report.md"; then
+    ok "rank_check reports Kendall tau of search scores against standalone training"
+else
+    not_ok "rank_check" "$(tail -n 5 "$tmp/rank.out")" "$(cat "$tmp/rank/report.md")"
 fi
 rm -f "$tmp/plugins/fake_attn.so"
 
