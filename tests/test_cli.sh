@@ -7,11 +7,7 @@ set -u
 etnas="$ET_BUILDDIR/etnas"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+. "$ET_SRCDIR/tests/tap.sh"
 
 # expect STATUS PATTERN DESCRIPTION -- ARGS: status, one stderr line matching PATTERN
 expect() {

@@ -9,12 +9,8 @@ script="$ET_SRCDIR/scripts/prepare-deen"
 data="$ET_SRCDIR/tests/data"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
 tab=$(printf '\t')
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+. "$ET_SRCDIR/tests/tap.sh"
 check() { if [ "$2" = 0 ]; then ok "$1"; else not_ok "$1" "$3"; fi; }
 
 # pair DE EN: the two sentences sit on the same line of some split
