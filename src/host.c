@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "space.h"
 #include "util.h"
@@ -153,8 +154,9 @@ static char *host_errorf(const char *fmt, ...)
     return s;
 }
 
-/* Progress lines at each tenth of a known total (every call at debug level),
- * with rate and time left, so long phases show they are moving. */
+/* Progress of a long phase with rate and time left: on a terminal a bar
+ * redrawn in place, otherwise a log line at each tenth of a known total
+ * (every call at debug level). */
 static void host_progress(void *ctx, const char *phase, int64_t done, int64_t total)
 {
     (void)ctx;
@@ -168,11 +170,24 @@ static void host_progress(void *ctx, const char *phase, int64_t done, int64_t to
     }
     double dt = (double)(ts.tv_sec - start.tv_sec) + 1e-9 * (double)(ts.tv_nsec - start.tv_nsec);
     double rate = dt > 0 ? (double)(done - start_done) / dt : 0.0;
+    double eta = rate > 0 && total > 0 ? (double)(total - done) / rate : 0.0;
+    if (total > 0 && et_log_verbosity >= ET_LOG_LEVEL_INFO && isatty(fileno(stderr))) {
+        char bar[31];
+        int filled = (int)(30 * done / total);
+        for (int i = 0; i < 30; i++)
+            bar[i] = i < filled ? '#' : '.';
+        bar[30] = 0;
+        fprintf(stderr, "\r%s [%s] %lld/%lld, %.2f/s, ETA %.0f s  ", phase, bar, (long long)done,
+                (long long)total, rate, eta);
+        if (done >= total)
+            fputc('\n', stderr);
+        return;
+    }
     int tenth = total > 0 && (done == total || (done * 10 / total) != ((done - 1) * 10 / total));
     int level = tenth ? ET_LOG_LEVEL_INFO : ET_LOG_LEVEL_DEBUG;
     if (total > 0)
         et_log(level, "%s: %lld/%lld, %.2f/s, ETA %.0f s", phase, (long long)done,
-               (long long)total, rate, rate > 0 ? (double)(total - done) / rate : 0.0);
+               (long long)total, rate, eta);
     else
         et_log(level, "%s: %lld", phase, (long long)done);
 }
