@@ -15,6 +15,7 @@
 #include "runner.h"
 #include "store.h"
 #include "space.h"
+#include "hostimpl.h"
 #include "util.h"
 
 enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
@@ -63,11 +64,15 @@ static const char *const usage_plugins =
 
 static const char *const usage_arch =
     "usage: etnas arch SPACE.ini [--sample N [--seed S]] [--parse ARCH] [--features]\n"
+    "                 [--cost PROXY[,PROXY...]] [--set PROXY.KEY=VALUE]...\n"
     "\n"
     "Describe the [space] of SPACE.ini (an experiment file works too): its kind\n"
     "and exact size. --sample prints N architectures drawn with seed S (default 1)\n"
     "in canonical form; --parse checks ARCH against the space and prints it back\n"
-    "in canonical form; --features adds each one's feature vector.\n";
+    "in canonical form; --features adds each one's feature vector; --cost adds\n"
+    "the figures of the named proxy plugins (options by --set, e.g.\n"
+    "--set params.convention=hat). Proxies that need a task or a model (etnas\n"
+    "convention, latency, memory) say so: run them inside an experiment.\n";
 
 static const char *const usage_report =
     "usage: etnas report STORE [--out DIR] [--run N] [--lower-is-better]\n"
@@ -289,6 +294,102 @@ static void print_arch(const et_space *s, const et_arch *a, int features)
     printf("\n");
 }
 
+/* Proxies for `etnas arch --cost`: created outside an experiment, so only
+ * the space reaches them (no task, no model). */
+typedef struct cost_set {
+    et_registry reg;
+    char **dirs;
+    et_host host;
+    const et_plugin *p[16];
+    void *state[16];
+    et_option_value *opts[16];
+    et_config cfg;
+    int n;
+} cost_set;
+
+static void cost_free(cost_set *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        if (c->state[i])
+            ((const et_proxy_vtable *)c->p[i]->desc->vtable)->destroy(c->state[i]);
+        free(c->opts[i]);
+    }
+    et_config_free(&c->cfg);
+    et_registry_free(&c->reg);
+    et_plugin_path_free(c->dirs);
+}
+
+static int cost_open(cost_set *c, const et_space *space, const char *list, char **sets, int nsets,
+                     char **err)
+{
+    memset(c, 0, sizeof *c);
+    et_host_init(&c->host, 1, 1, space);
+    c->dirs = et_plugin_path(NULL);
+    int rc = c->dirs ? et_registry_scan(&c->reg, c->dirs, err) : ET_STATUS_ERR_NOMEM;
+    if (!rc)
+        rc = et_config_parse("", "--set", &c->cfg, err);
+    for (int i = 0; !rc && i < nsets; i++) {
+        char *full = et_strdupf("proxy %s", sets[i]);
+        rc = full ? et_config_override(&c->cfg, full, err) : ET_STATUS_ERR_NOMEM;
+        free(full);
+    }
+    char names[1024];
+    snprintf(names, sizeof names, "%s", list);
+    for (char *tok = strtok(names, ","); !rc && tok; tok = strtok(NULL, ",")) {
+        if (c->n == 16)
+            return et_fail(err, ET_STATUS_ERR_USAGE, "--cost: at most 16 proxies");
+        int i = c->n++;
+        if ((rc = et_registry_get(&c->reg, ET_PLUGIN_KIND_PROXY, tok, "--cost", &c->p[i], err)))
+            break;
+        char sec_name[300];
+        snprintf(sec_name, sizeof sec_name, "proxy %s", tok);
+        et_config_section none = {.name = sec_name, .kind = "proxy", .label = tok, .file = "--set"};
+        const et_config_section *sec = et_config_find(&c->cfg, sec_name);
+        c->opts[i] = calloc(et_options_count(c->p[i]->desc->options) + 1, sizeof *c->opts[i]);
+        if (!c->opts[i])
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        if ((rc = et_options_bind(c->p[i]->desc->options, sec ? sec : &none, NULL, 0, c->opts[i],
+                                  err)))
+            break;
+        char *perr = NULL;
+        const et_proxy_vtable *vt = c->p[i]->desc->vtable;
+        if ((rc = vt->create(&c->host, c->opts[i], &c->state[i], &perr))) {
+            et_fail(err, rc, "--cost %s: %s", tok, perr ? perr : "create failed");
+            free(perr);
+        }
+    }
+    for (size_t i = 0; !rc && i < c->cfg.n; i++) {
+        int known = 0;
+        for (int k = 0; k < c->n; k++)
+            known |= !strcmp(c->cfg.sections[i].label, c->p[k]->desc->name);
+        if (!known)
+            rc = et_fail(err, ET_STATUS_ERR_USAGE, "--set %s.*: '%s' is not among the --cost proxies",
+                         c->cfg.sections[i].label, c->cfg.sections[i].label);
+    }
+    return rc;
+}
+
+static int cost_print(cost_set *c, const et_arch *a, char **err)
+{
+    printf("  costs:");
+    for (int i = 0; i < c->n; i++) {
+        const et_proxy_vtable *vt = c->p[i]->desc->vtable;
+        double v[32];
+        char *perr = NULL;
+        int rc = vt->measure(c->state[i], a, v, &perr);
+        if (rc) {
+            printf("\n");
+            et_fail(err, rc, "--cost %s: %s", c->p[i]->desc->name, perr ? perr : "failed");
+            free(perr);
+            return rc;
+        }
+        for (int k = 0; vt->figures[k] && k < 32; k++)
+            printf(" %s=%.6g", vt->figures[k], v[k]);
+    }
+    printf("\n");
+    return 0;
+}
+
 static int parse_count(const char *cmd, const char *opt, const char *v, long long lo, long long hi,
                        long long *out)
 {
@@ -311,12 +412,26 @@ static int cmd_arch(int argc, char **argv)
         fputs(usage_arch, stdout);
         return 0;
     }
-    const char *path = NULL, *parse = NULL;
+    const char *path = NULL, *parse = NULL, *cost = NULL;
     long long sample = -1, seed = 1;
-    int features = 0, rc;
+    int features = 0, rc, nsets = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    if (!sets)
+        return EXIT_RUN;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--sample")) {
+        if (!strcmp(s, "--cost")) {
+            if (!(cost = i + 1 < argc ? argv[++i] : NULL)) {
+                free(sets);
+                return usage_error("arch", "%s needs proxy names", "--cost");
+            }
+        } else if (!strcmp(s, "--set")) {
+            if (i + 1 >= argc) {
+                free(sets);
+                return usage_error("arch", "%s needs PROXY.KEY=VALUE", "--set");
+            }
+            sets[nsets++] = argv[++i];
+        } else if (!strcmp(s, "--sample")) {
             if ((rc = parse_count("arch", s, i + 1 < argc ? argv[++i] : NULL, 0, 1000000, &sample)))
                 return rc;
         } else if (!strcmp(s, "--seed")) {
@@ -336,28 +451,41 @@ static int cmd_arch(int argc, char **argv)
             path = s;
         }
     }
-    if (!path)
+    if (!path) {
+        free(sets);
         return usage_error("arch", "%s", "needs a space file");
+    }
     et_space space;
     char *err = NULL;
-    if (et_space_load(path, &space, &err))
+    if (et_space_load(path, &space, &err)) {
+        free(sets);
         return report("arch", err, EXIT_USAGE);
-    if (parse) {
-        et_arch a;
-        if (et_arch_parse(&space, parse, &a, &err))
-            return report("arch", err, EXIT_USAGE);
-        print_arch(&space, &a, features);
-        return 0;
     }
-    if (sample >= 0) {
+    cost_set cs;
+    memset(&cs, 0, sizeof cs);
+    if ((cost || nsets) && (rc = cost_open(&cs, &space, cost ? cost : "", sets, nsets, &err))) {
+        cost_free(&cs);
+        free(sets);
+        return report("arch", err, EXIT_USAGE);
+    }
+    free(sets);
+    rc = 0;
+    if (parse || sample >= 0) {
         et_rng rng = et_rng_from_seed((uint64_t)seed);
-        for (long long i = 0; i < sample; i++) {
+        for (long long i = 0; !rc && i < (parse ? 1 : sample); i++) {
             et_arch a;
-            et_arch_sample(&space, &rng, &a);
+            if (parse && (rc = et_arch_parse(&space, parse, &a, &err)))
+                break;
+            if (!parse)
+                et_arch_sample(&space, &rng, &a);
             print_arch(&space, &a, features);
+            if (cost)
+                rc = cost_print(&cs, &a, &err);
         }
-        return 0;
+        cost_free(&cs);
+        return rc ? report("arch", err, EXIT_USAGE) : 0;
     }
+    cost_free(&cs);
     static const char *const kinds[] = {"", "encoder", "encoder-decoder", "decoder"};
     char count[700];
     if (et_space_count(&space, count, sizeof count) < 0)
