@@ -40,8 +40,6 @@ const et_option_decl et_train_options[] = {
     {"clip_norm", ET_OPTION_TYPE_FLOAT, "1.0", 0, 1e6, NULL, "clip gradients to this global norm (0 = off)"},
     {"label_smoothing", ET_OPTION_TYPE_FLOAT, "0.1", 0, 1, NULL, "cross-entropy label smoothing"},
     {"dropout", ET_OPTION_TYPE_FLOAT, "0.1", 0, 1, NULL, "residual dropout"},
-    {"attention_dropout", ET_OPTION_TYPE_FLOAT, "0", 0, 1, NULL, "dropout on attention outputs"},
-    {"activation_dropout", ET_OPTION_TYPE_FLOAT, "0", 0, 1, NULL, "dropout after the FFN activation"},
     {"sampling", ET_OPTION_TYPE_CHOICE, "uniform", 0, -1, "uniform|sandwich", "supernet subnet sampling per update"},
     {"eval_batch_size", ET_OPTION_TYPE_INT, "128", 1, 1 << 20, NULL, "examples per evaluation batch"},
     {"checkpoint_every", ET_OPTION_TYPE_INT, "200", 1, 1e12, NULL, "supernet updates between checkpoints (what a kill can lose)"},
