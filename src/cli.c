@@ -415,21 +415,17 @@ static int cmd_arch(int argc, char **argv)
     const char *path = NULL, *parse = NULL, *cost = NULL;
     long long sample = -1, seed = 1;
     int features = 0, rc, nsets = 0;
-    char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    if (!sets)
-        return EXIT_RUN;
+    char *sets[64];
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--cost")) {
-            if (!(cost = i + 1 < argc ? argv[++i] : NULL)) {
-                free(sets);
+            if (!(cost = i + 1 < argc ? argv[++i] : NULL))
                 return usage_error("arch", "%s needs proxy names", "--cost");
-            }
         } else if (!strcmp(s, "--set")) {
-            if (i + 1 >= argc) {
-                free(sets);
+            if (i + 1 >= argc)
                 return usage_error("arch", "%s needs PROXY.KEY=VALUE", "--set");
-            }
+            if (nsets == 64)
+                return usage_error("arch", "%s: at most 64 of them", "--set");
             sets[nsets++] = argv[++i];
         } else if (!strcmp(s, "--sample")) {
             if ((rc = parse_count("arch", s, i + 1 < argc ? argv[++i] : NULL, 0, 1000000, &sample)))
@@ -451,24 +447,18 @@ static int cmd_arch(int argc, char **argv)
             path = s;
         }
     }
-    if (!path) {
-        free(sets);
+    if (!path)
         return usage_error("arch", "%s", "needs a space file");
-    }
     et_space space;
     char *err = NULL;
-    if (et_space_load(path, &space, &err)) {
-        free(sets);
+    if (et_space_load(path, &space, &err))
         return report("arch", err, EXIT_USAGE);
-    }
     cost_set cs;
     memset(&cs, 0, sizeof cs);
     if ((cost || nsets) && (rc = cost_open(&cs, &space, cost ? cost : "", sets, nsets, &err))) {
         cost_free(&cs);
-        free(sets);
         return report("arch", err, EXIT_USAGE);
     }
-    free(sets);
     rc = 0;
     if (parse || sample >= 0) {
         et_rng rng = et_rng_from_seed((uint64_t)seed);
