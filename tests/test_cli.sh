@@ -23,7 +23,7 @@ expect() {
     fi
 }
 
-echo "1..28"
+echo "1..30"
 
 "$etnas" --help | grep -q "^usage: etnas COMMAND" && ok "--help" || not_ok "--help"
 "$etnas" --version | grep -q "^etnas [0-9]" && ok "--version" || not_ok "--version"
@@ -58,6 +58,12 @@ bleu_out=$("$etnas" bleu "$ET_SRCDIR/tests/data/bleu/tiny.hyp" "$ET_SRCDIR/tests
     && ok "bleu prints sacreBLEU's line" || not_ok "bleu" "$bleu_out"
 head -n 3 "$ET_SRCDIR/tests/data/bleu/tiny.ref" >"$tmp/short.ref"
 expect 2 "tiny.hyp has 4 lines but .*short.ref has 3" "bleu with mismatched files" -- bleu "$ET_SRCDIR/tests/data/bleu/tiny.hyp" "$tmp/short.ref"
+
+# the shipped experiments are valid against the shipped plugins
+for e in quickstart fashion-vit; do
+    "$etnas" check "$ET_SRCDIR/etc/$e.ini" >"$tmp/check.out" 2>&1 && ok "etc/$e.ini passes etnas check" ||
+        not_ok "etc/$e.ini" "$(cat "$tmp/check.out")"
+done
 
 # costs of one arch without a search: Transformer-Base in HAT's convention
 printf '[space]\nencoder_embed_dim = 512\nencoder_layers = 6\nencoder_ffn_dim = 2048\nencoder_heads = 8\ndecoder_embed_dim = 512\ndecoder_layers = 6\ndecoder_ffn_dim = 2048\ndecoder_heads = 8\nqkv_dim = 512\nnorm = post\n' >"$tmp/base.ini"
