@@ -114,7 +114,8 @@ int main(int argc, char **argv)
     et_attn_impl impl = {softmax->desc->vtable, opts};
     et_host host;
     et_host_init(&host, 1, threads, &space);
-    et_model_config mc = {IN, T, C, B, 0.0f, 0.1f, &impl};
+    et_model_config mc = {.input_dim = IN, .max_len = T, .num_classes = C, .max_batch = B,
+                          .label_smoothing = 0.1f, .enc_attention = &impl};
     et_model *m;
     if (et_model_create(&space, &mc, &host, &m, &err)) {
         fprintf(stderr, "bench: %s\n", err);

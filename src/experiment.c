@@ -42,6 +42,10 @@ const et_option_decl et_train_options[] = {
     {"dropout", ET_OPTION_TYPE_FLOAT, "0.1", 0, 1, NULL, "residual dropout"},
     {"sampling", ET_OPTION_TYPE_CHOICE, "uniform", 0, -1, "uniform|sandwich", "supernet subnet sampling per update"},
     {"eval_batch_size", ET_OPTION_TYPE_INT, "128", 1, 1 << 20, NULL, "examples per evaluation batch"},
+    {"beam", ET_OPTION_TYPE_INT, "1", 1, 64, NULL, "token tasks scored by decoding: beam size (1 = greedy)"},
+    {"lenpen", ET_OPTION_TYPE_FLOAT, "1.0", 0, 10, NULL, "beam search length penalty exponent"},
+    {"max_len_a", ET_OPTION_TYPE_FLOAT, "1.2", 0, 100, NULL, "decoded length limit: a * source length + b"},
+    {"max_len_b", ET_OPTION_TYPE_INT, "10", 0, 100000, NULL, "decoded length limit: a * source length + b"},
     {"checkpoint_every", ET_OPTION_TYPE_INT, "200", 1, 1e12, NULL, "supernet updates between checkpoints (what a kill can lose)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };

@@ -3,9 +3,14 @@
  * (HAT) that the kernels use in place through leading dimensions. A
  * standalone model is a supernet over a one-point space: one code path.
  *
- * This version builds encoder classifiers (vector inputs such as image
- * patches, class token or mean pooling, learned positions); the
- * encoder-decoder and decoder-only kinds come next on the same layer code. */
+ * Three kinds on the same layer code: encoder classifiers (vector inputs
+ * such as image patches, class token or mean pooling, learned positions),
+ * encoder-decoder translation models and decoder-only language models
+ * (token embeddings scaled by sqrt(e), sinusoidal or learned positions,
+ * output projection tied to the target embedding, optionally one table for
+ * source and target). Decoder layers are causal self-attention, then
+ * cross-attention to the last `connect` encoder layers' outputs concatenated
+ * along time (HAT's En-De Connect), then the FFN. */
 #ifndef ETNAS_CORE_MODEL_H
 #define ETNAS_CORE_MODEL_H
 
@@ -19,15 +24,27 @@ typedef struct et_attn_impl {
     const et_option_value *opts;
 } et_attn_impl;
 
+typedef enum et_positions {
+    ET_POSITIONS_SINUSOIDAL = 0, /* fixed sin/cos (Vaswani et al.), token models */
+    ET_POSITIONS_LEARNED = 1     /* a learned table (always for vector inputs) */
+} et_positions;
+
 typedef struct et_model_config {
-    int32_t input_dim;   /* features per input position (e.g. P*P*C) */
-    int32_t max_len;     /* input positions at most (class token not counted) */
-    int32_t num_classes;
+    int32_t input_dim;   /* features per input position (e.g. P*P*C); 0 for tokens */
+    int32_t max_len;     /* source positions at most (class token not counted) */
+    int32_t num_classes; /* encoder classifiers; 0 otherwise */
     int32_t max_batch;   /* examples per forward at most */
     float dropout;       /* residual dropout */
     float label_smoothing;
     /* one per attention choice of the encoder stack, in the space's order */
     const et_attn_impl *enc_attention;
+    /* token models (seq2seq, decoder-only) */
+    int32_t src_vocab, tgt_vocab;  /* tokens; equal with a joint vocabulary */
+    int32_t max_tgt_len;           /* decoder positions at most */
+    int32_t positions;             /* et_positions */
+    int32_t share_embeddings;      /* 1: one table for source and target (equal vocabs) */
+    /* one per choice of the decoder's self- and cross-attention lists */
+    const et_attn_impl *dec_attention, *cross_attention;
 } et_model_config;
 
 typedef struct et_model et_model;
@@ -49,15 +66,38 @@ void et_model_destroy(et_model *m);
  * of `len` positions: sizes the activation arena (grows it if needed) and
  * prepares the attention operators. Outside hot loops. */
 int et_model_bind(et_model *m, const et_arch *arch, int32_t batch, int32_t len, char **err);
+/* The same with the decoder's positions as well (token models); `len` is
+ * the source length (ignored by decoder-only models). */
+int et_model_bind_lengths(et_model *m, const et_arch *arch, int32_t batch, int32_t len,
+                          int32_t tgt_len, char **err);
 
-/* Forward on a batch (src_vec, src_lens, labels). Returns the summed loss
- * over examples; *correct (may be NULL) gets the number of right argmaxes.
+/* Forward on a batch: (src_vec, src_lens, labels) for classifiers,
+ * (src_tok, src_lens, tgt_in, tgt_out, tgt_lens) for seq2seq, (tgt_in,
+ * tgt_out, tgt_lens) for decoder-only models; batches may be shorter than
+ * the bound lengths. Returns the summed loss over the loss units (examples,
+ * or target tokens: et_model_units); *correct (may be NULL) gets the number
+ * of units whose argmax is right.
  * With training = 1, dropout is active (seeded by seed and step) and the
  * activations needed by et_model_backward are kept. */
 int et_model_forward(et_model *m, const et_batch *b, int training, uint64_t seed, int64_t step,
                      double *loss, int64_t *correct, char **err);
 /* Gradients of loss * scale into the gradient arena (accumulating). */
 int et_model_backward(et_model *m, float scale, char **err);
+
+/* Incremental decoding of token models, for greedy and beam search.
+ * begin: with an arch bound for at least src->size examples of
+ * src->src_len positions, runs the encoder on src (dropout off) and sets up
+ * `beams` hypotheses per example (rows b*beams .. b*beams+beams-1) for up
+ * to max_len steps; its buffers are sized here, never in step. step: one
+ * token per hypothesis at position pos (0, 1, ... in order); *logprobs gets
+ * log-softmax rows (size*beams, tgt_vocab), valid until the next call.
+ * reorder: hypothesis i continues from what hypothesis from[i] had. Each
+ * step equals row pos of the teacher-forced forward (tested to 1e-4). */
+int et_model_decode_begin(et_model *m, const et_batch *src, int32_t beams, int32_t max_len,
+                          char **err);
+int et_model_decode_step(et_model *m, const int32_t *tokens, int32_t pos, const float **logprobs,
+                         char **err);
+void et_model_decode_reorder(et_model *m, const int32_t *from);
 
 /* Arenas: parameters and their gradients, n floats each. */
 float *et_model_params(et_model *m, int64_t *n);
@@ -73,8 +113,11 @@ void et_model_init(et_model *m, uint64_t seed);
 const et_space *et_model_space(const et_model *m);
 const et_arch *et_model_arch(const et_model *m);
 
-/* The logits of the last forward (B, num_classes). */
+/* The logits of the last forward: (B, num_classes), or (B, T, tgt_vocab)
+ * for token models (T the batch's target length). */
 const float *et_model_logits(const et_model *m);
+/* Loss units of the last forward: examples (classifier) or target tokens. */
+int64_t et_model_units(const et_model *m);
 /* Bytes of the activation arena for the bound arch and batch. */
 int64_t et_model_activation_bytes(const et_model *m);
 

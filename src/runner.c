@@ -63,7 +63,7 @@ struct runner {
     void *task;
     const et_task_vtable *task_vt;
     et_task_info info;
-    et_attn_impl impl[ET_MAX_CHOICES];
+    et_attn_impl impl[3][ET_MAX_CHOICES]; /* per et_stack_kind */
     void *macs_state[3][ET_MAX_CHOICES];
     et_model *model;
     et_trainer trainer;
@@ -253,16 +253,35 @@ static int remember(strategy *s, const et_arch *arch, double metric, double loss
     return 0;
 }
 
+/* The engine's configuration for the experiment's task and [train]. */
+static et_model_config model_config(const runner *r)
+{
+    int32_t bs = r->tcfg.batch_size > r->tcfg.eval_batch_size ? r->tcfg.batch_size
+                                                              : r->tcfg.eval_batch_size;
+    const et_space *sp = &r->x->space;
+    return (et_model_config){.input_dim = r->info.input_dim,
+                             .max_len = r->info.max_src_len,
+                             .num_classes = r->info.num_classes,
+                             .max_batch = bs,
+                             .dropout = (float)train_opt(r, "dropout")->f,
+                             .label_smoothing = (float)train_opt(r, "label_smoothing")->f,
+                             .enc_attention = r->impl[ET_STACK_ENC_SELF],
+                             .src_vocab = r->info.src_vocab,
+                             .tgt_vocab = r->info.tgt_vocab,
+                             .max_tgt_len = r->info.max_tgt_len + 1,
+                             .positions = sp->positions,
+                             .share_embeddings = sp->kind == ET_MODEL_KIND_SEQ2SEQ &&
+                                                 sp->share_embeddings,
+                             .dec_attention = r->impl[ET_STACK_DEC_SELF],
+                             .cross_attention = r->impl[ET_STACK_DEC_CROSS]};
+}
+
 /* Train arch from scratch on a fresh model (the supernet is untouched). */
 static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t split,
                       double *metric, double *loss, char **err)
 {
     et_model *m = NULL;
-    et_model_config mc = {r->info.input_dim, r->info.max_src_len, r->info.num_classes,
-                          r->tcfg.batch_size > r->tcfg.eval_batch_size ? r->tcfg.batch_size
-                                                                        : r->tcfg.eval_batch_size,
-                          (float)train_opt(r, "dropout")->f,
-                          (float)train_opt(r, "label_smoothing")->f, r->impl};
+    et_model_config mc = model_config(r);
     int rc = et_model_create(&r->x->space, &mc, &r->base, &m, err);
     if (rc)
         return rc;
@@ -385,27 +404,63 @@ static int host_satisfies(void *ctx, const et_arch *arch, int32_t *ok, char **er
     return satisfies(s->r, arch, ok, err);
 }
 
+/* One timed inference of the latency convention (spec/costs.md): a
+ * classifier's forward at the task's length, or a seq2seq model's encoder
+ * on 30 source tokens and 30 incremental decoding steps (batch 1). */
+static int latency_once(runner *r, const et_arch *arch, int32_t len, char **err)
+{
+    double loss;
+    if (r->info.model_kind == ET_MODEL_KIND_ENCODER) {
+        int32_t label = 0;
+        et_batch b = {.size = 1, .src_len = len, .src_vec = r->probe, .labels = &label};
+        return et_model_forward(r->model, &b, 0, 0, 0, &loss, NULL, err);
+    }
+    (void)arch;
+    int32_t *tok = (int32_t *)r->probe, steps = len;
+    for (int32_t i = 0; i < len; i++)
+        tok[i] = r->info.eos + 2 < r->info.src_vocab ? r->info.eos + 2 : 0;
+    int32_t src_len = len;
+    et_batch b = {.size = 1, .src_len = len, .src_tok = tok, .src_lens = &src_len};
+    int rc = et_model_decode_begin(r->model, &b, 1, steps, err);
+    int32_t next = r->info.bos;
+    for (int32_t t = 0; t < steps && !rc; t++) {
+        const float *lp;
+        rc = et_model_decode_step(r->model, &next, t, &lp, err);
+        next = tok[0];
+    }
+    return rc;
+}
+
 static int host_measure_latency(void *ctx, const et_arch *arch, int32_t warmup, int32_t runs,
                                 double *mean_ms, double *std_ms, char **err)
 {
     runner *r = ((strategy *)ctx)->r;
     if (runs < 1 || warmup < 0)
         return et_fail(err, ET_STATUS_ERR_USAGE, "latency: runs must be >= 1, warmup >= 0");
+    int tokens = r->info.model_kind != ET_MODEL_KIND_ENCODER;
     int32_t len = r->info.max_src_len;
-    if (!r->probe && !(r->probe = calloc((size_t)len * (size_t)r->info.input_dim + 1,
-                                         sizeof *r->probe)))
+    if (tokens) {
+        len = 30; /* the translation reference lengths: 30 source tokens, 30 steps */
+        if (len > r->info.max_src_len)
+            len = r->info.max_src_len;
+        if (len > r->info.max_tgt_len + 1)
+            len = r->info.max_tgt_len + 1;
+    }
+    size_t floats = (size_t)len * (size_t)(r->info.input_dim > 1 ? r->info.input_dim : 1) + 1;
+    if (!r->probe && !(r->probe = calloc(floats, sizeof *r->probe)))
         return et_fail(err, ET_STATUS_ERR_NOMEM, "latency: out of memory");
-    int rc = et_model_bind(r->model, arch, 1, len, err);
+    int rc = et_model_bind(r->model, arch, 1, r->info.model_kind == ET_MODEL_KIND_ENCODER
+                                                  ? len
+                                                  : (len > 0 ? len : 1),
+                           err);
     if (rc)
         return rc;
-    int32_t label = 0;
-    et_batch b = {.size = 1, .src_len = len, .src_vec = r->probe, .labels = &label};
     double *t = malloc(sizeof *t * (size_t)runs);
     if (!t)
         return et_fail(err, ET_STATUS_ERR_NOMEM, "latency: out of memory");
     for (int32_t i = 0; i < warmup + runs && !rc; i++) {
-        double loss, t0 = now();
-        rc = et_model_forward(r->model, &b, 0, 0, 0, &loss, NULL, err);
+        double t0 = now();
+        rc = latency_once(r, arch, len, err);
         if (i >= warmup)
             t[i - warmup] = 1e3 * (now() - t0);
     }
@@ -548,8 +603,7 @@ static int setup(runner *r, int resume, char **err)
     for (int st = 0; st < 3; st++)
         for (int32_t c = 0; c < x->n_attn[st]; c++) {
             const et_attention_vtable *vt = x->attn[st][c].plugin->desc->vtable;
-            if (st == ET_STACK_ENC_SELF)
-                r->impl[c] = (et_attn_impl){vt, x->attn[st][c].opts};
+            r->impl[st][c] = (et_attn_impl){vt, x->attn[st][c].opts};
             if ((rc = vt->create(&r->task_host, x->attn[st][c].opts, &r->macs_state[st][c], &perr))) {
                 et_fail(err, rc, "attention %s: %s", x->attn[st][c].text, perr ? perr : "failed");
                 free(perr);
@@ -574,14 +628,14 @@ static int setup(runner *r, int resume, char **err)
                   .beta2 = train_opt(r, "adam_beta2")->f,
                   .eps = train_opt(r, "adam_eps")->f,
                   .weight_decay = train_opt(r, "weight_decay")->f,
-                  .clip_norm = train_opt(r, "clip_norm")->f}};
+                  .clip_norm = train_opt(r, "clip_norm")->f},
+        .decode = {.beam = (int32_t)train_opt(r, "beam")->i,
+                   .lenpen = (float)train_opt(r, "lenpen")->f,
+                   .max_len_a = (float)train_opt(r, "max_len_a")->f,
+                   .max_len_b = (int32_t)train_opt(r, "max_len_b")->i}};
     r->checkpoint_every = train_opt(r, "checkpoint_every")->i;
     host_for(r, &r->base, "model", &r->system);
-    et_model_config mc = {r->info.input_dim, r->info.max_src_len, r->info.num_classes,
-                          r->tcfg.batch_size > r->tcfg.eval_batch_size ? r->tcfg.batch_size
-                                                                        : r->tcfg.eval_batch_size,
-                          (float)train_opt(r, "dropout")->f,
-                          (float)train_opt(r, "label_smoothing")->f, r->impl};
+    et_model_config mc = model_config(r);
     if ((rc = et_model_create(&x->space, &mc, &r->base, &r->model, err)))
         return rc;
     et_model_init(r->model, r->base.seed);

@@ -15,7 +15,7 @@
 
 #define LIST(help) ET_OPTION_TYPE_STRING, "", 1, 0, NULL, help
 
-/* head_dim, qkv_dim, norm and pooling stay the last four: et_space_from_section
+/* head_dim, qkv_dim, norm, pooling, positions and share_embeddings stay the last six: et_space_from_section
  * reads them by position. */
 const et_option_decl et_space_options[] = {
     {"encoder_embed_dim", LIST("encoder embedding dims, e.g. '64, 96, 128' (sets up the encoder)")},
@@ -42,6 +42,11 @@ const et_option_decl et_space_options[] = {
     {"norm", ET_OPTION_TYPE_CHOICE, "pre", 0, -1, "pre|post", "LayerNorm placement"},
     {"pooling", ET_OPTION_TYPE_CHOICE, "cls", 0, -1, "cls|mean",
      "encoder classifiers: class token or mean of the positions"},
+    {"positions", ET_OPTION_TYPE_CHOICE, "sinusoidal", 0, -1, "sinusoidal|learned",
+     "token models: fixed sinusoidal or learned positions (classifiers always learn theirs)"},
+    {"share_embeddings", ET_OPTION_TYPE_BOOL, "true", 0, 0, NULL,
+     "seq2seq: one token table for source and target (needs a joint vocabulary); the output "
+     "projection is always the target table"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -341,7 +346,7 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
     out->kind = has_enc && has_dec ? ET_MODEL_KIND_SEQ2SEQ
                                    : has_enc ? ET_MODEL_KIND_ENCODER : ET_MODEL_KIND_DECODER;
     size_t n_opts = et_options_count(et_space_options);
-    int64_t head_dim = vals[n_opts - 4].i, qkv_dim = vals[n_opts - 3].i;
+    int64_t head_dim = vals[n_opts - 6].i, qkv_dim = vals[n_opts - 5].i;
     if (head_dim && qkv_dim)
         return bad(&c, "qkv_dim", "%s", "set head_dim or qkv_dim, not both");
     if (qkv_dim) {
@@ -351,8 +356,10 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
         out->heads_rule = ET_HEADS_RULE_HEAD_DIM;
         out->head_dim = head_dim ? (int32_t)head_dim : 64;
     }
-    out->norm = (int32_t)vals[n_opts - 2].i;
-    out->pooling = (int32_t)vals[n_opts - 1].i;
+    out->norm = (int32_t)vals[n_opts - 4].i;
+    out->pooling = (int32_t)vals[n_opts - 3].i;
+    out->positions = (int32_t)vals[n_opts - 2].i;
+    out->share_embeddings = (int32_t)vals[n_opts - 1].i;
     if ((rc = check_heads(&c, out, "encoder_heads", &out->enc.heads)) ||
         (rc = check_heads(&c, out, "decoder_heads", &out->dec.heads)) ||
         (rc = check_heads(&c, out, "decoder_cross_heads", &out->dec.cross_heads)))
@@ -490,5 +497,10 @@ int et_space_format(const et_space *s, char *buf, size_t n)
     o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "norm = %s\npooling = %s\n",
                           s->norm == ET_NORM_PRE ? "pre" : "post",
                           s->pooling == ET_POOLING_CLS ? "cls" : "mean");
+    if (s->kind != ET_MODEL_KIND_ENCODER)
+        o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0,
+                              "positions = %s\nshare_embeddings = %s\n",
+                              s->positions ? "learned" : "sinusoidal",
+                              s->share_embeddings ? "true" : "false");
     return o < n ? (int)o : ET_STATUS_ERR_USAGE;
 }

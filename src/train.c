@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bleu.h"
 #include "space.h"
 #include "util.h"
 
@@ -36,6 +37,10 @@ int et_trainer_create(et_trainer *t, const et_train_config *cfg, et_model *model
 void et_trainer_destroy(et_trainer *t)
 {
     et_optim_destroy(&t->optim);
+    et_beam_free(&t->beam);
+    free(t->hyp);
+    free(t->hyp_len);
+    t->hyp = t->hyp_len = NULL;
     free(t->union_rows);
     free(t->union_cols);
     t->union_rows = t->union_cols = NULL;
@@ -91,10 +96,13 @@ static int accumulate(et_trainer *t, const et_arch *arch, float scale, double *l
                               &loss, NULL, err);
         if (rc)
             return rc;
-        if ((rc = et_model_backward(t->model, scale / (float)b.size, err)))
+        int64_t units = et_model_units(t->model);
+        if (units < 1)
+            continue; /* a batch without targets (all padding) */
+        if ((rc = et_model_backward(t->model, scale / (float)units, err)))
             return rc;
         *loss_sum += loss;
-        *examples += b.size;
+        *examples += units;
     }
     return 0;
 }
@@ -151,6 +159,52 @@ void et_trainer_seek(et_trainer *t, int64_t step)
     t->batch = count > 0 ? consumed % count : 0;
 }
 
+/* Decode a batch and append hypotheses and references for BLEU. */
+static int decode_batch(et_trainer *t, const et_batch *b, int32_t split, char **hyps,
+                        const char **refs, int64_t at, char **err)
+{
+    const et_task_vtable *task = t->task;
+    int32_t stride = t->info.max_tgt_len + 1;
+    int64_t need = (int64_t)b->size * stride;
+    if (need > t->hyp_cap) {
+        free(t->hyp);
+        free(t->hyp_len);
+        t->hyp = malloc(sizeof *t->hyp * (size_t)need);
+        t->hyp_len = malloc(sizeof *t->hyp_len * (size_t)b->size * stride);
+        if (!t->hyp || !t->hyp_len) {
+            t->hyp_cap = 0;
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "evaluate: out of memory");
+        }
+        t->hyp_cap = need;
+    }
+    et_beam_config bc = t->cfg.decode;
+    bc.bos = t->info.bos;
+    bc.eos = t->info.eos;
+    bc.vocab = t->info.tgt_vocab;
+    bc.max_len = stride;
+    int rc = et_beam_search(&t->beam, t->model, b, &bc, t->hyp, stride, t->hyp_len, err);
+    if (rc)
+        return rc;
+    for (int32_t i = 0; i < b->size; i++) {
+        size_t cap = 0;
+        char *text = NULL;
+        int64_t n = task->detokenize(t->task_state, t->hyp + (int64_t)i * stride, t->hyp_len[i],
+                                     &text, &cap);
+        if (n < 0) {
+            free(text);
+            return et_fail(err, (int)n, "evaluate: the task could not detokenise a hypothesis");
+        }
+        if (!text && !(text = calloc(1, 1)))
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "evaluate: out of memory");
+        hyps[at + i] = text;
+        refs[at + i] = b->examples ? task->reference(t->task_state, split, b->examples[i]) : NULL;
+        if (!refs[at + i])
+            return et_fail(err, ET_STATUS_ERR_USAGE,
+                           "evaluate: the task gave no reference for an example of the split");
+    }
+    return 0;
+}
+
 int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, double *metric,
                         double *loss, char **err)
 {
@@ -159,29 +213,66 @@ int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, doubl
     if (rc)
         return rc;
     int64_t count = t->task->batch_count(t->task_state, split, bs);
+    int bleu = t->info.metric && !strcmp(t->info.metric, "bleu") && t->task->detokenize &&
+               t->task->reference;
+    int64_t n_ex = t->info.split_size[split];
+    char **hyps = NULL;
+    const char **refs = NULL;
+    if (bleu) {
+        hyps = calloc((size_t)(n_ex > 0 ? n_ex : 1), sizeof *hyps);
+        refs = calloc((size_t)(n_ex > 0 ? n_ex : 1), sizeof *refs);
+        if (!hyps || !refs) {
+            free(hyps);
+            free(refs);
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "evaluate: out of memory");
+        }
+    }
     double loss_sum = 0;
-    int64_t right = 0, seen = 0;
-    for (int64_t i = 0; i < count; i++) {
+    int64_t right = 0, seen = 0, decoded = 0;
+    for (int64_t i = 0; i < count && !rc; i++) {
         et_batch b;
         char *terr = NULL;
         rc = t->task->batch(t->task_state, split, 0, bs, i, &b, &terr);
         if (rc) {
             et_fail(err, rc, "evaluate: %s", terr ? terr : "the task failed to give a batch");
             free(terr);
-            return rc;
+            break;
         }
         double l;
         int64_t ok;
         if ((rc = et_model_forward(t->model, &b, 0, 0, 0, &l, &ok, err)))
-            return rc;
+            break;
         loss_sum += l;
         right += ok;
-        seen += b.size;
+        seen += et_model_units(t->model);
+        if (bleu) {
+            if (decoded + b.size > n_ex) {
+                rc = et_fail(err, ET_STATUS_ERR_USAGE, "evaluate: the split has more examples "
+                                                       "than the task said");
+                break;
+            }
+            if ((rc = decode_batch(t, &b, split, hyps, refs, decoded, err)))
+                break;
+            decoded += b.size;
+        }
     }
-    if (seen == 0)
-        return et_fail(err, ET_STATUS_ERR_USAGE, "evaluate: the split has no examples");
-    *metric = (double)right / (double)seen;
-    if (loss)
-        *loss = loss_sum / (double)seen;
-    return 0;
+    if (!rc && seen == 0)
+        rc = et_fail(err, ET_STATUS_ERR_USAGE, "evaluate: the split has no examples");
+    if (!rc) {
+        *metric = (double)right / (double)seen;
+        if (loss)
+            *loss = loss_sum / (double)seen;
+    }
+    if (!rc && bleu) {
+        et_bleu_result br;
+        rc = et_bleu_corpus((const char *const *)hyps, refs, (size_t)decoded,
+                            ET_BLEU_TOKENIZE_13A, &br, err);
+        if (!rc)
+            *metric = br.score;
+    }
+    for (int64_t i = 0; hyps && i < n_ex; i++)
+        free(hyps[i]);
+    free(hyps);
+    free(refs);
+    return rc;
 }

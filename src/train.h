@@ -8,6 +8,7 @@
 
 #include <etnas/etnas.h>
 
+#include "beam.h"
 #include "model.h"
 #include "optim.h"
 
@@ -24,6 +25,9 @@ typedef struct et_train_config {
     int32_t sampling;       /* et_sampling */
     uint64_t seed;          /* subnet sampling, shuffling, dropout */
     et_optim_config optim;
+    /* token tasks scored by decoding (BLEU): beam, lenpen, max_len_a and
+     * max_len_b are used; the rest comes from the task and the model */
+    et_beam_config decode;
 } et_train_config;
 
 typedef struct et_trainer {
@@ -37,6 +41,9 @@ typedef struct et_trainer {
     int64_t step;           /* updates done */
     int64_t epoch, batch;   /* position in the training data */
     int32_t *union_rows, *union_cols; /* slices touched in the current update */
+    et_beam beam;           /* decoding scratch */
+    int32_t *hyp, *hyp_len; /* decoded tokens of a batch */
+    int64_t hyp_cap;
 } et_trainer;
 
 /* The model is owned by the caller and must fit the task (input_dim,
@@ -58,8 +65,10 @@ int et_trainer_run(et_trainer *t, int64_t updates, const et_arch *fixed, double 
  * separately (it is saved in checkpoints). */
 void et_trainer_seek(et_trainer *t, int64_t step);
 
-/* Metric (accuracy) and mean loss of arch on a split with the current
- * (inherited) weights. Dropout off. */
+/* Metric and mean loss of arch on a split with the current (inherited)
+ * weights, dropout off: accuracy and loss per example for classifiers;
+ * for token tasks the loss per target token, and BLEU of the decoded split
+ * (cfg.decode) when the task's metric is "bleu", else token accuracy. */
 int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, double *metric,
                         double *loss, char **err);
 

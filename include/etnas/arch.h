@@ -89,6 +89,8 @@ typedef struct et_space {
     int32_t norm;       /* et_norm */
     int32_t pooling;    /* et_pooling, encoder classifiers */
     et_stack_space enc, dec;
+    int32_t positions;        /* token models: 0 sinusoidal, 1 learned */
+    int32_t share_embeddings; /* seq2seq: one source/target token table */
 } et_space;
 
 typedef struct et_layer_arch {

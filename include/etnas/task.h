@@ -30,6 +30,8 @@ typedef struct et_task_info {
     int64_t split_size[3];  /* examples per et_split */
     const char *metric;     /* "accuracy", "bleu", "perplexity" */
     int32_t higher_is_better;
+    /* token tasks: ids of the special tokens (decoder start, end, padding) */
+    int32_t bos, eos, pad;
 } et_task_info;
 
 /* One batch. Arrays belong to the task and stay valid until the next call of
@@ -45,6 +47,7 @@ typedef struct et_batch {
     const int32_t *tgt_out;  /* (size, tgt_len) decoder targets */
     const int32_t *tgt_lens; /* (size) */
     const int32_t *labels;   /* (size) class labels */
+    const int32_t *examples; /* (size) each row's example number in its split (token tasks) */
 } et_batch;
 
 typedef struct et_task_vtable {
@@ -57,6 +60,16 @@ typedef struct et_task_vtable {
     int64_t (*batch_count)(void *state, int32_t split, int32_t batch_size);
     int (*batch)(void *state, int32_t split, int64_t epoch, int32_t batch_size, int64_t index,
                  et_batch *out, char **err);
+
+    /* ---- sequence tasks; NULL for the others ---- */
+    /* Target ids (up to the first eos) to the text the metric scores,
+     * getline-style into *buf (of *cap bytes, grown with realloc). Returns
+     * its length or a negative code. */
+    int64_t (*detokenize)(const void *state, const int32_t *ids, int64_t n, char **buf,
+                          size_t *cap);
+    /* The reference text of example `example` of a validation or test split
+     * (NULL for a bad index), as the metric sees it. */
+    const char *(*reference)(const void *state, int32_t split, int64_t example);
 } et_task_vtable;
 
 #ifdef __cplusplus

@@ -748,6 +748,7 @@ static int translate_batch(void *state, int32_t split, int64_t epoch, int32_t ba
     out->tgt_in = s->b_in;
     out->tgt_out = s->b_out;
     out->tgt_lens = s->b_tgt_lens;
+    out->examples = ex;
     return 0;
 }
 
@@ -927,6 +928,9 @@ static int translate_load(void *state, et_task_info *info, char **err)
     for (int i = 0; i < 3; i++)
         info->split_size[i] = s->split[i].n;
     info->metric = "bleu";
+    info->bos = VOCAB_BOS;
+    info->eos = VOCAB_EOS;
+    info->pad = VOCAB_PAD;
     info->higher_is_better = 1;
     s->loaded = 1;
     return 0;
@@ -965,6 +969,8 @@ static const et_task_vtable translate_vtable = {
     .load = translate_load,
     .batch_count = translate_batch_count,
     .batch = translate_batch,
+    .detokenize = translate_detokenize,
+    .reference = translate_reference,
 };
 
 static const et_plugin_descriptor translate_descriptor = {

@@ -1,0 +1,403 @@
+/* The supernet engine's token models: encoder-decoder (cross-attention to
+ * the last 1..3 encoder layers, padded sources and targets, tied and shared
+ * embeddings) and decoder-only. Whole-model gradients by finite differences
+ * (L2 error <= 3e-2 relative to max(|g_fd|, 0.05) per tensor, float
+ * kernels, h = 1e-3, losses summed in double: below 0.05 the check is
+ * absolute, where float rounding of the summed token loss dominates); incremental decoding with the real attention plugins
+ * equal to the teacher-forced forward at every step (1e-4 absolute on
+ * log-probabilities), also with several beams and a reorder. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn_ref.h"
+#include "fdcheck.h"
+#include "hostimpl.h"
+#include "inifile.h"
+#include "model.h"
+#include "options.h"
+#include "plugin.h"
+#include "space.h"
+#include "testutil.h"
+
+static const et_attn_impl ref_impl[2] = {{&attn_ref_vtable, NULL}, {&attn_ref_vtable, NULL}};
+
+enum { B = 3, S = 5, T = 4, V = 9 };
+#ifndef FD_H
+#define FD_H 1e-3f
+#endif
+
+#define S2S_SPACE(norm)                                                                         \
+    "encoder_embed_dim = 8, 6\nencoder_layers = 3, 2\nencoder_ffn_dim = 10, 6\n"              \
+    "encoder_heads = 2, 1\nencoder_attention = a, b\n"                                          \
+    "encoder_block = standard, attention-only, ffn-only, identity\n"                           \
+    "decoder_embed_dim = 8, 4\ndecoder_layers = 3, 2\ndecoder_ffn_dim = 12, 4\n"                \
+    "decoder_heads = 2, 1\ndecoder_attention = a, b\ndecoder_cross_heads = 2, 1\n"              \
+    "decoder_cross_attention = a, b\ndecoder_connect = 1, 2, 3\n"                               \
+    "decoder_block = standard, attention-only, ffn-only, identity\n"                           \
+    "decoder_activation = relu, gelu, squared_relu\nhead_dim = 4\nnorm = " norm "\n"
+
+#define LM_SPACE                                                                               \
+    "decoder_embed_dim = 8, 4\ndecoder_layers = 3\ndecoder_ffn_dim = 12, 4\n"                   \
+    "decoder_heads = 2, 1\ndecoder_attention = a, b\nhead_dim = 4\nnorm = pre\n"
+
+typedef struct fixture {
+    et_model *m;
+    et_batch batch;
+    int32_t src[B * S], in[B * T], out[B * T], src_lens[B], tgt_lens[B];
+} fixture;
+
+static et_host host;
+
+static et_model *make(const et_space *s, int share, int positions, const et_attn_impl *impl,
+                      float dropout, uint64_t seed)
+{
+    et_host_init(&host, seed, 1, s);
+    et_model_config cfg = {0};
+    cfg.max_len = S;
+    cfg.max_batch = B;
+    cfg.dropout = dropout;
+    cfg.label_smoothing = 0.1f;
+    cfg.enc_attention = impl;
+    cfg.dec_attention = impl;
+    cfg.cross_attention = impl;
+    cfg.src_vocab = V;
+    cfg.tgt_vocab = V;
+    cfg.max_tgt_len = T;
+    cfg.positions = positions;
+    cfg.share_embeddings = share;
+    et_model *m;
+    char *err = NULL;
+    cr_assert_eq(et_model_create(s, &cfg, &host, &m, &err), 0, "%s", err);
+    et_model_init(m, seed);
+    return m;
+}
+
+static void fill_batch(fixture *f, uint64_t seed, int padded)
+{
+    et_rng r = et_rng_from_seed(seed);
+    for (int i = 0; i < B; i++) {
+        f->src_lens[i] = padded ? S - i : S;
+        f->tgt_lens[i] = padded ? T - i : T;
+        for (int t = 0; t < S; t++)
+            f->src[i * S + t] = t < f->src_lens[i] ? 4 + (int32_t)et_rng_below(&r, V - 4) : 1;
+        for (int t = 0; t < T; t++) {
+            f->out[i * T + t] = t < f->tgt_lens[i] ? 4 + (int32_t)et_rng_below(&r, V - 4) : 1;
+            f->in[i * T + t] = t == 0 ? 0 : f->out[i * T + t - 1];
+        }
+    }
+    memset(&f->batch, 0, sizeof f->batch);
+    f->batch.size = B;
+    f->batch.src_len = S;
+    f->batch.tgt_len = T;
+    f->batch.src_tok = f->src;
+    f->batch.src_lens = f->src_lens;
+    f->batch.tgt_in = f->in;
+    f->batch.tgt_out = f->out;
+    f->batch.tgt_lens = f->tgt_lens;
+}
+
+static double loss_of(void *p)
+{
+    fixture *f = p;
+    double loss;
+    char *err = NULL;
+    cr_assert_eq(et_model_forward(f->m, &f->batch, 1, 7, 0, &loss, NULL, &err), 0, "%s", err);
+    return loss;
+}
+
+/* Every bound tensor's gradient against central differences. */
+static void check_gradients(fixture *f, const et_arch *a, const char *what)
+{
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f->m, a, B, S, T, &err), 0, "%s", err);
+    int64_t n;
+    float *p = et_model_params(f->m, &n);
+    et_rng r = et_rng_from_seed(13);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(0.4 * et_rng_normal(&r));
+    memset(et_model_grads(f->m, NULL), 0, sizeof(float) * (size_t)n);
+    loss_of(f);
+    cr_assert_eq(et_model_backward(f->m, 1.0f, &err), 0, "%s", err);
+    float *g = et_model_grads(f->m, NULL);
+    int32_t nt;
+    const et_tensor *t = et_model_tensors(f->m, &nt);
+    int checked = 0;
+    for (int32_t i = 0; i < nt; i++) {
+        if (!t[i].bound_rows)
+            continue;
+        int64_t cnt = (int64_t)t[i].bound_rows * t[i].bound_cols;
+        int64_t stride = cnt > 16 ? cnt / 16 : 1;
+        double num = 0, den = 0;
+        for (int64_t j = 0; j < cnt; j += stride) {
+            int64_t off = t[i].offset + (j / t[i].bound_cols) * t[i].cols + j % t[i].bound_cols;
+            float keep = p[off];
+            p[off] = keep + FD_H;
+            double lp = loss_of(f);
+            p[off] = keep - FD_H;
+            double lm = loss_of(f);
+            p[off] = keep;
+            double fd = (lp - lm) / (2.0 * FD_H);
+            num += (fd - g[off]) * (fd - g[off]);
+            den += fd * fd;
+        }
+        double rel = sqrt(num) / fmax(sqrt(den), 0.05);
+        if (getenv("FD_VERBOSE"))
+            fprintf(stderr, "%g %s\n", rel, t[i].name);
+        cr_assert_lt(rel, 3e-2, "%s: tensor %s relative error %g (|g| %g)", what, t[i].name, rel,
+                     sqrt(den));
+        checked++;
+    }
+    cr_assert_gt(checked, 6, "%s", what);
+    for (int32_t i = 0; i < nt; i++)
+        for (int32_t rr = 0; rr < t[i].rows; rr++)
+            for (int32_t cc = 0; cc < t[i].cols; cc++)
+                if (rr >= t[i].bound_rows || cc >= t[i].bound_cols)
+                    cr_assert_eq(g[t[i].offset + (int64_t)rr * t[i].cols + cc], 0.0f,
+                                 "%s: gradient outside the bound slice of %s", what, t[i].name);
+}
+
+static void gradients_over_samples(const char *space_text, int share, int positions)
+{
+    et_space s = tu_space(space_text);
+    fixture f;
+    f.m = make(&s, share, positions, ref_impl, 0.1f, 21);
+    fill_batch(&f, 5, 1);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    check_gradients(&f, &a, "largest");
+    et_rng r = et_rng_from_seed(3);
+    int connects[4] = {0};
+    for (int k = 0; k < 6; k++) {
+        et_arch_sample(&s, &r, &a);
+        char text[1024], what[1100];
+        et_arch_format(&s, &a, text, sizeof text);
+        snprintf(what, sizeof what, "sample %d: %s", k, text);
+        for (int32_t l = 0; l < a.dec.layers; l++)
+            connects[a.dec.layer[l].connect]++;
+        check_gradients(&f, &a, what);
+    }
+    et_model_destroy(f.m);
+}
+
+Test(seq2seq, gradients_pre_norm_sinusoidal_tied)
+{
+    gradients_over_samples(S2S_SPACE("pre"), 0, ET_POSITIONS_SINUSOIDAL);
+}
+
+Test(seq2seq, gradients_post_norm_learned_shared)
+{
+    gradients_over_samples(S2S_SPACE("post"), 1, ET_POSITIONS_LEARNED);
+}
+
+Test(seq2seq, gradients_with_connect_three_everywhere)
+{
+    et_space s = tu_space(S2S_SPACE("pre"));
+    fixture f;
+    f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, ref_impl, 0.0f, 4);
+    fill_batch(&f, 9, 1);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    for (int32_t l = 0; l < a.dec.layers; l++) {
+        a.dec.layer[l].connect = 3 - l % 3;
+        a.dec.layer[l].cross_attention = l % 2;
+    }
+    a.enc.layer[1].block = ET_BLOCK_IDENTITY;
+    check_gradients(&f, &a, "connect 3, 2, 1 with an identity encoder layer");
+    et_model_destroy(f.m);
+}
+
+Test(seq2seq, decoder_only_gradients)
+{
+    et_space s = tu_space(LM_SPACE);
+    cr_assert_eq(s.kind, ET_MODEL_KIND_DECODER);
+    fixture f;
+    f.m = make(&s, 0, ET_POSITIONS_SINUSOIDAL, ref_impl, 0.1f, 8);
+    fill_batch(&f, 2, 1);
+    f.batch.src_tok = NULL;
+    f.batch.src_lens = NULL;
+    f.batch.src_len = 0;
+    et_arch a;
+    et_rng r = et_rng_from_seed(1);
+    for (int k = 0; k < 3; k++) {
+        et_arch_sample(&s, &r, &a);
+        check_gradients(&f, &a, "decoder-only sample");
+    }
+    et_model_destroy(f.m);
+}
+
+Test(seq2seq, padding_does_not_leak)
+{
+    /* changing padded source tokens and padded targets changes nothing */
+    et_space s = tu_space(S2S_SPACE("pre"));
+    fixture f;
+    f.m = make(&s, 0, ET_POSITIONS_SINUSOIDAL, ref_impl, 0.0f, 6);
+    fill_batch(&f, 3, 1);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double l1, l2;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &l1, NULL, &err), 0, "%s", err);
+    cr_assert_eq(et_model_units(f.m), T + (T - 1) + (T - 2));
+    for (int i = 0; i < B; i++) {
+        for (int t = f.src_lens[i]; t < S; t++)
+            f.src[i * S + t] = 7;
+        for (int t = f.tgt_lens[i]; t < T; t++)
+            f.in[i * T + t] = f.out[i * T + t] = 5;
+    }
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &l2, NULL, &err), 0, "%s", err);
+    cr_assert_float_eq(l1, l2, 1e-9 * fabs(l1));
+    et_model_destroy(f.m);
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+typedef struct plugins {
+    et_registry reg;
+    et_attn_impl impl[4];
+} plugins;
+
+static void load_plugins(plugins *p, const char *const *names, int n)
+{
+    memset(p, 0, sizeof *p);
+    const char *b = getenv("ET_BUILDDIR");
+    for (int i = 0; i < n; i++) {
+        char path[4096];
+        char *err = NULL;
+        snprintf(path, sizeof path, "%s/plugins/attention/.libs/%s.so", b ? b : ".", names[i]);
+        cr_assert_eq(et_registry_load(&p->reg, path, &err), 0, "%s", err);
+        const et_plugin *pl = et_registry_find(&p->reg, ET_PLUGIN_KIND_ATTENTION, names[i]);
+        cr_assert_not_null(pl);
+        p->impl[i].vt = pl->desc->vtable;
+        p->impl[i].opts = NULL;
+    }
+}
+
+/* Options at their declared defaults, for plugins created outside an INI. */
+static et_option_value *default_options(const et_plugin_descriptor *d)
+{
+    static et_option_value vals[4][16];
+    static int used;
+    et_option_value *v = vals[used++ % 4];
+    et_config cfg;
+    char *err = NULL;
+    cr_assert_eq(et_config_parse("[x]\n", "x.ini", &cfg, &err), 0, "%s", err);
+    cr_assert_eq(et_options_bind(d->options, &cfg.sections[0], NULL, 0, v, &err), 0, "%s", err);
+    et_config_free(&cfg);
+    return v;
+}
+
+static void decode_matches_teacher_forcing(const char *norm, int beams)
+{
+    static const char *const names[2] = {"softmax", "linear"};
+    plugins pl;
+    load_plugins(&pl, names, 2);
+    for (int i = 0; i < 2; i++) {
+        const et_plugin *p = et_registry_find(&pl.reg, ET_PLUGIN_KIND_ATTENTION, names[i]);
+        pl.impl[i].opts = default_options(p->desc);
+    }
+    char text[2048];
+    snprintf(text, sizeof text, S2S_SPACE("%s"), norm);
+    et_space s = tu_space(text);
+    fixture f;
+    f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, pl.impl, 0.0f, 17);
+    fill_batch(&f, 4, 1);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    for (int32_t l = 0; l < a.dec.layers; l++) {
+        a.dec.layer[l].attention = l % 2;
+        a.dec.layer[l].cross_attention = (l + 1) % 2;
+        a.dec.layer[l].connect = 1 + l % 3;
+    }
+    a.dec.layer[1].block = ET_BLOCK_FFN_ONLY;
+    int64_t n;
+    float *p = et_model_params(f.m, &n);
+    et_rng r = et_rng_from_seed(2);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(0.3 * et_rng_normal(&r));
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double loss;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &loss, NULL, &err), 0, "%s", err);
+    static float ref[B * T * V];
+    memcpy(ref, et_model_logits(f.m), sizeof ref);
+    for (int i = 0; i < B * T; i++) {
+        float *row = ref + i * V, mx = row[0];
+        for (int k = 1; k < V; k++)
+            mx = row[k] > mx ? row[k] : mx;
+        double sum = 0;
+        for (int k = 0; k < V; k++)
+            sum += exp(row[k] - mx);
+        for (int k = 0; k < V; k++)
+            row[k] -= mx + (float)log(sum);
+    }
+    cr_assert_eq(et_model_decode_begin(f.m, &f.batch, beams, T, &err), 0, "%s", err);
+    int32_t tok[B * 4], from[B * 4];
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < B; i++)
+            for (int k = 0; k < beams; k++)
+                tok[i * beams + k] = f.in[i * T + t];
+        const float *lp;
+        cr_assert_eq(et_model_decode_step(f.m, tok, t, &lp, &err), 0, "%s", err);
+        for (int i = 0; i < B; i++) {
+            if (t >= f.tgt_lens[i])
+                continue;
+            for (int k = 0; k < beams; k++)
+                for (int v = 0; v < V; v++)
+                    cr_assert_float_eq(lp[(i * beams + k) * V + v], ref[(i * T + t) * V + v],
+                                       1e-4, "norm %s, beams %d, example %d step %d beam %d", norm,
+                                       beams, i, t, k);
+        }
+        /* beams of one sentence are interchangeable here: rotate them */
+        for (int i = 0; i < B; i++)
+            for (int k = 0; k < beams; k++)
+                from[i * beams + k] = i * beams + (k + 1) % beams;
+        et_model_decode_reorder(f.m, from);
+    }
+    et_model_destroy(f.m);
+    et_registry_free(&pl.reg);
+}
+
+Test(seq2seq, decode_equals_teacher_forcing_pre_norm)
+{
+    decode_matches_teacher_forcing("pre", 1);
+}
+
+Test(seq2seq, decode_equals_teacher_forcing_post_norm_with_beams)
+{
+    decode_matches_teacher_forcing("post", 3);
+}
+
+Test(seq2seq, bad_batches_and_decode_calls_are_refused)
+{
+    et_space s = tu_space(S2S_SPACE("pre"));
+    fixture f;
+    f.m = make(&s, 0, ET_POSITIONS_LEARNED, ref_impl, 0.0f, 1);
+    fill_batch(&f, 1, 0);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T + 1, &err), ET_STATUS_ERR_USAGE);
+    free(err);
+    err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double loss;
+    f.in[3] = V;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &loss, NULL, &err), ET_STATUS_ERR_USAGE);
+    cr_assert_not_null(strstr(err, "target token"), "%s", err);
+    free(err);
+    err = NULL;
+    f.in[3] = 4;
+    const float *lp;
+    int32_t tok[B] = {0, 0, 0};
+    cr_assert_eq(et_model_decode_step(f.m, tok, 0, &lp, &err), ET_STATUS_ERR_USAGE);
+    free(err);
+    err = NULL;
+    cr_assert_eq(et_model_decode_begin(f.m, &f.batch, 1, T + 1, &err), ET_STATUS_ERR_USAGE);
+    cr_assert_not_null(strstr(err, "learned decoder positions"), "%s", err);
+    free(err);
+    et_model_destroy(f.m);
+}
