@@ -23,6 +23,7 @@
 
 #include <etnas/attention.h>
 
+#include "blas_tune.h"
 #include "hostimpl.h"
 #include "inifile.h"
 #include "options.h"
@@ -160,6 +161,7 @@ static double measure_child(const et_plugin *p, int mode, int32_t len, int32_t t
 
 int main(int argc, char **argv)
 {
+    et_blas_tune(argv);
     int32_t threads = argc > 1 ? atoi(argv[1]) : 2;
     int32_t max_len = argc > 2 ? atoi(argv[2]) : 16384;
     double max_seconds = argc > 3 ? atof(argv[3]) : 60.0;

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "blas_tune.h"
 #include "hostimpl.h"
 #include "inifile.h"
 #include "model.h"
@@ -56,6 +57,7 @@ static double sgemm_gflops(int m, int n, int k, int trans_a, int trans_b)
 
 int main(int argc, char **argv)
 {
+    et_blas_tune(argv);
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     int steps = argc > 2 ? atoi(argv[2]) : 20;
     enum { E = 256, L = 6, H = 4, F = 1024, T = 64, B = 64, IN = 48, C = 10 };

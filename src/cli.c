@@ -6,6 +6,7 @@
 
 #include <etnas/etnas.h>
 
+#include "blas_tune.h"
 #include "inifile.h"
 #include "bleu.h"
 #include "experiment.h"
@@ -578,6 +579,7 @@ static int cmd_bleu(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    et_blas_tune(argv);
     if (argc < 2) {
         fputs(usage_main, stderr);
         return EXIT_USAGE;

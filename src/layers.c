@@ -390,40 +390,84 @@ void et_dropout_backward(float *dx, int64_t count, float p, uint64_t seed, uint6
     dropout_apply(dx, count, p, seed, stream);
 }
 
-double et_cross_entropy(float *dlogits, const float *logits, int64_t ldl, const int32_t *targets,
-                        int64_t n, int64_t v, float eps, float scale, int64_t *counted)
+typedef struct ce_job {
+    float *dlogits;
+    const float *logits;
+    const int32_t *targets;
+    int64_t ldl, v;
+    float eps, scale;
+    double total[64];
+    int64_t cnt[64];
+} ce_job;
+
+/* Rows [r0, r1): three passes per row (max, then exponentials, then the
+ * gradient), so dlogits may alias logits. */
+ET_CLONES static void ce_rows(ce_job *j, int64_t r0, int64_t r1, int32_t worker)
 {
     double total = 0;
-    int64_t cnt = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const float *z = logits + i * ldl;
-        float *dz = dlogits ? dlogits + i * ldl : NULL;
-        int32_t t = targets[i];
+    int64_t cnt = 0, v = j->v;
+    float eps = j->eps;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *z = j->logits + i * j->ldl;
+        float *dz = j->dlogits ? j->dlogits + i * j->ldl : NULL;
+        int32_t t = j->targets[i];
         if (t < 0) {
             if (dz)
                 memset(dz, 0, sizeof(float) * (size_t)v);
             continue;
         }
         float mx = z[0];
-        for (int64_t k = 1; k < v; k++)
-            mx = z[k] > mx ? z[k] : mx;
-        double sum = 0, zsum = 0;
+        double zsum = 0;
         for (int64_t k = 0; k < v; k++) {
-            sum += exp((double)z[k] - mx);
+            mx = z[k] > mx ? z[k] : mx;
             zsum += z[k];
         }
-        double lse = mx + log(sum);
+        float zt = z[t];
+        float sum = 0;
+        if (dz) {
+            for (int64_t k = 0; k < v; k++) {
+                float e = expf_inline(z[k] - mx);
+                dz[k] = e;
+                sum += e;
+            }
+        } else {
+            for (int64_t k = 0; k < v; k++)
+                sum += expf_inline(z[k] - mx);
+        }
+        double lse = mx + log((double)sum);
         /* -(1-eps) log p_t - eps/V sum_k log p_k */
-        total += (1.0 - eps) * (lse - z[t]) + eps * (lse - zsum / (double)v);
+        total += (1.0 - eps) * (lse - zt) + eps * (lse - zsum / (double)v);
         cnt++;
         if (dz) {
-            float inv = (float)(1.0 / sum);
-            float smooth = eps / (float)v;
-            for (int64_t k = 0; k < v; k++) {
-                float p = expf(z[k] - mx) * inv;
-                dz[k] = (p - smooth - (k == t ? 1.0f - eps : 0.0f)) * scale;
-            }
+            float inv = 1.0f / sum, smooth = eps / (float)v, sc = j->scale;
+            for (int64_t k = 0; k < v; k++)
+                dz[k] = (dz[k] * inv - smooth) * sc;
+            dz[t] -= (1.0f - eps) * sc;
         }
+    }
+    j->total[worker] += total;
+    j->cnt[worker] += cnt;
+}
+
+static void ce_job_fn(void *arg, int64_t r0, int64_t r1, int32_t worker)
+{
+    ce_rows(arg, r0, r1, worker);
+}
+
+double et_cross_entropy(float *dlogits, const float *logits, int64_t ldl, const int32_t *targets,
+                        int64_t n, int64_t v, float eps, float scale, int64_t *counted)
+{
+    ce_job j = {.dlogits = dlogits, .logits = logits, .targets = targets, .ldl = ldl, .v = v,
+                .eps = eps, .scale = scale};
+    if ((double)n * (double)v < 65536.0)
+        ce_rows(&j, 0, n, 0);
+    else
+        et_parallel_for(NULL, n, ce_job_fn, &j);
+    double total = 0;
+    int64_t cnt = 0;
+    for (int w = 0; w < 64; w++) {
+        total += j.total[w];
+        cnt += j.cnt[w];
     }
     if (counted)
         *counted = cnt;

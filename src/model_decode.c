@@ -125,6 +125,12 @@ static int prepare(et_model *m, char **err)
                                                        ET_ATTN_MODE_CROSS, NULL}
                                      : (et_attn_shape){b, h, T, T, dd, dd, ET_ATTN_MODE_CAUSAL,
                                                        NULL};
+            const et_attention_vtable *vt = et_model_attn_vt(m, s, l, cross);
+            if (!cross && (!vt->decode_floats || !vt->decode_reset || !vt->decode_step))
+                return et_fail(err, ET_STATUS_ERR_UNSUPPORTED,
+                               "decode: the self-attention operator of decoder layer %d has no "
+                               "incremental decoding",
+                               l);
             char *perr = NULL;
             int rc = et_model_attn_vt(m, s, l, cross)
                          ->prepare(et_model_attn_state(m, s, l, cross), &sh, &perr);
