@@ -503,6 +503,18 @@ static double host_attention_macs(void *ctx, int32_t stack, int32_t choice,
 
 /* ---------------------------------------------------------------- setup */
 
+static int host_blob_put(void *ctx, const char *key, const void *data, size_t n, char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    return et_store_blob_put(r->store, r->run_id, key, data, n, err);
+}
+
+static int host_blob_get(void *ctx, const char *key, void **data, size_t *n, char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    return et_store_blob_get(r->store, r->run_id, key, data, n, err);
+}
+
 static void host_for(runner *r, et_host *h, const char *section, void *ctx)
 {
     et_host_init(h, et_experiment_section_seed(r->x, section), r->x->threads, &r->x->space);
@@ -516,6 +528,8 @@ static void host_for(runner *r, et_host *h, const char *section, void *ctx)
     h->satisfies = host_satisfies;
     h->measure_latency = host_measure_latency;
     h->training_bytes = host_training_bytes;
+    h->blob_put = host_blob_put;
+    h->blob_get = host_blob_get;
 }
 
 static char *effective_ini(const et_experiment *x)

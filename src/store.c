@@ -108,6 +108,14 @@ static const char schema_sql[] =
     "  eval_id INTEGER NOT NULL UNIQUE REFERENCES eval (id),"
     "  PRIMARY KEY (run_id, strategy, rank));";
 
+/* Plugins' own bytes (trained predictors, measured samples), per run. */
+static const char blob_sql[] =
+    "CREATE TABLE IF NOT EXISTS blob ("
+    "  run_id INTEGER NOT NULL REFERENCES run (id),"
+    "  key TEXT NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY (run_id, key));";
+
 /* ---------------------------------------------------------------- SQLite helpers */
 
 static int status_of(int sqlite_code)
@@ -326,6 +334,9 @@ static int schema_prepare(et_store *st, char **err)
         rc = exec(st, schema_sql, "cannot create the store", err);
     if (!rc)
         rc = schema_check(st, err);
+    /* added within schema version 1: older files gain it on their first write */
+    if (!rc)
+        rc = exec(st, blob_sql, "cannot create the store", err);
     if (!rc)
         rc = exec(st, "COMMIT", "cannot create the store", err);
     if (rc) {
@@ -1125,5 +1136,60 @@ int et_store_final_each(et_store *st, int64_t run, et_store_final_fn fn, void *c
         rc = db_error(st, err, "cannot read the final results");
     sqlite3_finalize(s);
     sqlite3_finalize(figs);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- blobs */
+
+int et_store_blob_put(et_store *st, int64_t run, const char *key, const void *data, size_t n,
+                      char **err)
+{
+    int rc = need_write(st, "keep a plugin's data", err);
+    if (rc)
+        return rc;
+    if (!key || !*key || strlen(key) >= ET_STORE_NAME_MAX * 2)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "%s: a blob needs a key of 1..%d bytes",
+                       st->path, ET_STORE_NAME_MAX * 2 - 1);
+    sqlite3_stmt *s = NULL;
+    rc = prep(st, "INSERT OR REPLACE INTO blob (run_id, key, data) VALUES (?, ?, ?)", &s, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run);
+    bind_text(s, 2, key);
+    sqlite3_bind_blob64(s, 3, n ? data : "", (sqlite3_uint64)n, SQLITE_TRANSIENT);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        rc = db_error(st, err, "cannot keep a plugin's data");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int et_store_blob_get(et_store *st, int64_t run, const char *key, void **data, size_t *n,
+                      char **err)
+{
+    *data = NULL;
+    *n = 0;
+    sqlite3_stmt *s = NULL;
+    int rc = prep(st, "SELECT data FROM blob WHERE run_id = ? AND key = ?", &s, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run);
+    bind_text(s, 2, key);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        size_t len = (size_t)sqlite3_column_bytes(s, 0);
+        void *copy = malloc(len ? len : 1);
+        if (!copy) {
+            rc = et_fail(err, ET_STATUS_ERR_NOMEM, "%s: out of memory", st->path);
+        } else {
+            if (len)
+                memcpy(copy, sqlite3_column_blob(s, 0), len);
+            *data = copy;
+            *n = len;
+            rc = 1;
+        }
+    } else if (step != SQLITE_DONE) {
+        rc = db_error(st, err, "cannot read a plugin's data");
+    }
+    sqlite3_finalize(s);
     return rc;
 }

@@ -161,6 +161,16 @@ int et_store_checkpoint_put(et_store *st, int64_t run, const et_store_checkpoint
 int et_store_checkpoint_latest(et_store *st, int64_t run, const char *name,
                                et_store_checkpoint *out, char **err);
 
+/* ---------------------------------------------------------------- plugins' data */
+
+/* Bytes a plugin keeps with a run (a trained predictor, measured samples),
+ * under a key; a second put of the key replaces the first. */
+int et_store_blob_put(et_store *st, int64_t run, const char *key, const void *data, size_t n,
+                      char **err);
+/* 1 and a malloc'd copy (free it) when the key is there, 0 when not. */
+int et_store_blob_get(et_store *st, int64_t run, const char *key, void **data, size_t *n,
+                      char **err);
+
 /* ---------------------------------------------------------------- final results */
 
 /* Mark the stored evaluation `key` (typically stage "final", split "test") as

@@ -1150,3 +1150,40 @@ Test(store, read_only_open)
     check_filled(ro, run);
     et_store_close(ro);
 }
+
+Test(store, blobs_are_kept_per_run_and_replaced)
+{
+    et_store *st = open_ok(ET_STORE_MODE_WRITE);
+    int64_t run = add_run(st, &info1);
+    char *err = NULL;
+    void *data;
+    size_t n;
+    cr_assert_eq(et_store_blob_get(st, run, "ranker/metric", &data, &n, &err), 0, "%s", err);
+    cr_assert_null(data);
+    const char bytes[5] = {1, 0, 2, 0, 3};
+    cr_assert_eq(et_store_blob_put(st, run, "ranker/metric", bytes, sizeof bytes, &err), 0, "%s",
+                 err);
+    cr_assert_eq(et_store_blob_put(st, run, "empty", "", 0, &err), 0, "%s", err);
+    et_store_close(st);
+    st = open_ok(ET_STORE_MODE_WRITE);
+    cr_assert_eq(et_store_blob_get(st, run, "ranker/metric", &data, &n, &err), 1, "%s", err);
+    cr_assert_eq(n, sizeof bytes);
+    cr_assert_arr_eq(data, bytes, sizeof bytes);
+    free(data);
+    cr_assert_eq(et_store_blob_put(st, run, "ranker/metric", "xy", 2, &err), 0, "%s", err);
+    cr_assert_eq(et_store_blob_get(st, run, "ranker/metric", &data, &n, &err), 1, "%s", err);
+    cr_assert_eq(n, 2);
+    cr_assert_arr_eq(data, "xy", 2);
+    free(data);
+    cr_assert_eq(et_store_blob_get(st, run, "empty", &data, &n, &err), 1, "%s", err);
+    cr_assert_eq(n, 0);
+    free(data);
+    cr_assert_eq(et_store_blob_get(st, run + 1, "ranker/metric", &data, &n, &err), 0);
+    cr_assert_eq(et_store_blob_put(st, run, "", "x", 1, &err), ET_STATUS_ERR_USAGE);
+    free(err);
+    err = NULL;
+    cr_assert_eq(et_store_blob_put(st, run + 7, "k", "x", 1, &err) < 0, 1);
+    free(err);
+    assert_intact(st);
+    et_store_close(st);
+}

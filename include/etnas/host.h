@@ -113,6 +113,17 @@ struct et_host {
      * arena (attention workspace included), as the engine sizes them. */
     int (*training_bytes)(void *ctx, const et_arch *arch, int32_t batch, double *bytes,
                           char **err);
+
+    /* ---- appended with the predictors ---- */
+
+    /* Bytes a plugin keeps with the run in the result store (trained
+     * predictors, measured samples), so a resumed run finds them instead of
+     * redoing the work. Keys are shared by all plugins of the run: start
+     * them with the plugin's name. A second put of a key replaces it. */
+    int (*blob_put)(void *ctx, const char *key, const void *data, size_t n, char **err);
+    /* 1 and a malloc'd copy in *data (the plugin frees it) when the key is
+     * there, 0 when it is not, or a negative code. */
+    int (*blob_get)(void *ctx, const char *key, void **data, size_t *n, char **err);
 };
 
 #define ET_HOST_HAS(host, member) \
