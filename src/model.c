@@ -441,6 +441,8 @@ const et_attention_vtable *et_model_attn_vt(const et_model *m, const et_stack *s
 
 static int has_part(const et_stack *s, int32_t l, int part)
 {
+    if (s->soft)
+        return part != PART_CROSS || s->n_cross > 0;
     int32_t b = s->arch->layer[l].block;
     int attn = b == ET_BLOCK_STANDARD || b == ET_BLOCK_ATTENTION_ONLY;
     switch (part) {
@@ -486,11 +488,12 @@ static void plan_stack(et_model *m, et_stack *s, carve *c, int64_t *max_q, int64
         layer_act *a = &s->la[l];
         const et_layer_arch *g = &s->arch->layer[l];
         memset(a, 0, sizeof *a);
+        float *x = stream;
         for (int p = 0; p < PARTS; p++) {
             if (!has_part(s, l, p))
                 continue;
             part_act *pa = &a->part[p];
-            pa->in = stream;
+            pa->in = s->soft && p == PART_FFN ? x : stream; /* soft: F reads the layer input */
             pa->out = take(c, N * e);
             pa->mean = take(c, N);
             pa->rstd = take(c, N);
@@ -500,17 +503,31 @@ static void plan_stack(et_model *m, et_stack *s, carve *c, int64_t *max_q, int64
                 pa->s = take(c, N * e);
             stream = pa->out;
         }
+        if (s->soft) {
+            a->soft_out = take(c, N * e);
+            stream = a->soft_out; /* the next layer reads the mixture */
+        }
         int32_t q, d, h;
         if (has_part(s, l, PART_ATTN)) {
             layer_dims(m, s, l, 0, &q, &d, &h);
             a->qkv = take(c, N * 3 * q);
             a->att = take(c, N * q);
             et_attn_shape sh = self_shape(m, s, l, m->B, s->T_cap, NULL);
-            const et_attention_vtable *vt = et_model_attn_vt(m, s, l, 0);
-            void *st = et_model_attn_state(m, s, l, 0);
-            a->saved = take(c, vt->saved_floats(st, &sh));
-            int64_t w = vt->work_floats(st, &sh);
-            m->work_floats = w > m->work_floats ? w : m->work_floats;
+            for (int32_t o = 0; o < (s->soft_ops ? s->n_attn : 1); o++) {
+                const et_attention_vtable *vt =
+                    s->soft_ops ? s->impl[o].vt : et_model_attn_vt(m, s, l, 0);
+                void *st = s->soft_ops ? s->states[l * s->n_inst + o]
+                                       : et_model_attn_state(m, s, l, 0);
+                float *saved = take(c, vt->saved_floats(st, &sh));
+                if (s->soft_ops) {
+                    a->saved_op[o] = saved;
+                    a->att_op[o] = take(c, N * q);
+                } else {
+                    a->saved = saved;
+                }
+                int64_t w = vt->work_floats(st, &sh);
+                m->work_floats = w > m->work_floats ? w : m->work_floats;
+            }
             *max_q = q > *max_q ? q : *max_q;
         }
         if (has_part(s, l, PART_CROSS)) {
@@ -604,6 +621,12 @@ static void plan(et_model *m, float *base)
     m->dh = take(&c, max_n * max_f);
     m->dg = take(&c, max_n * max_f);
     m->work = take(&c, m->work_floats);
+    int soft = m->st[0].soft || m->st[1].soft;
+    m->dsoft_g = soft ? take(&c, max_ne) : NULL;
+    m->dsoft_acc = soft ? take(&c, max_ne) : NULL;
+    int soft_ops = m->st[0].soft_ops || m->st[1].soft_ops;
+    m->dqkv_op = soft_ops ? take(&c, max_n * 3 * max_q) : NULL;
+    m->datt_op = soft_ops ? take(&c, max_n * max_q) : NULL;
     m->act_need = c.used;
 }
 
@@ -688,12 +711,17 @@ static int prepare_operators(et_model *m, et_stack *s, char **err)
             et_attn_shape sh =
                 cross ? cross_shape(m, s, l, m->B, s->T_cap, g->connect * src_cap(m), NULL)
                       : self_shape(m, s, l, m->B, s->T_cap, NULL);
+            int32_t n_ops = !cross && s->soft_ops ? s->n_attn : 1, rc = 0, o = 0;
             char *perr = NULL;
-            int rc = et_model_attn_vt(m, s, l, cross)
-                         ->prepare(et_model_attn_state(m, s, l, cross), &sh, &perr);
+            for (; o < n_ops && !rc; o++)
+                rc = n_ops > 1 || (!cross && s->soft_ops)
+                         ? s->impl[o].vt->prepare(s->states[l * s->n_inst + o], &sh, &perr)
+                         : et_model_attn_vt(m, s, l, cross)
+                               ->prepare(et_model_attn_state(m, s, l, cross), &sh, &perr);
             if (rc) {
                 const char *name = cross ? sp->cross_attention.v[g->cross_attention]
-                                         : sp->attention.v[g->attention];
+                                   : s->soft_ops ? sp->attention.v[o - 1]
+                                                 : sp->attention.v[g->attention];
                 et_fail(err, rc, "model: attention '%s' (%s layer %d%s): %s", name,
                         s->id ? "decoder" : "encoder", l, cross ? ", cross" : "",
                         perr ? perr : "prepare failed");
@@ -832,16 +860,30 @@ static int self_forward(et_model *m, et_stack *s, int32_t l)
     const float *x = part_input(m, pa, P(m, t[P_LN1_G]), P(m, t[P_LN1_B]), N, e);
     et_linear_forward(a->qkv, 3 * q, x, e, P(m, t[P_QKV_W]), E, P(m, t[P_QKV_B]), N, e, 3 * q);
     et_attn_shape sh = self_shape(m, s, l, m->b_now, (int32_t)T, s->key_len);
-    void *st = et_model_attn_state(m, s, l, 0);
-    const et_attention_vtable *vt = et_model_attn_vt(m, s, l, 0);
-    if (vt->set_step)
-        vt->set_step(st, m->training, m->step);
-    int rc = vt->forward(st, &sh, view(a->qkv, T * 3 * q, d, 3 * q),
-                         view(a->qkv + q, T * 3 * q, d, 3 * q),
-                         view(a->qkv + 2 * q, T * 3 * q, d, 3 * q), view(a->att, T * q, d, q),
-                         a->saved, m->work);
-    if (rc)
-        return rc;
+    int32_t n_ops = s->soft_ops ? s->n_attn : 1;
+    for (int32_t o = 0; o < n_ops; o++) {
+        void *st = s->soft_ops ? s->states[l * s->n_inst + o] : et_model_attn_state(m, s, l, 0);
+        const et_attention_vtable *vt = s->soft_ops ? s->impl[o].vt : et_model_attn_vt(m, s, l, 0);
+        if (vt->set_step)
+            vt->set_step(st, m->training, m->step);
+        float *out = s->soft_ops ? a->att_op[o] : a->att;
+        int rc = vt->forward(st, &sh, view(a->qkv, T * 3 * q, d, 3 * q),
+                             view(a->qkv + q, T * 3 * q, d, 3 * q),
+                             view(a->qkv + 2 * q, T * 3 * q, d, 3 * q), view(out, T * q, d, q),
+                             s->soft_ops ? a->saved_op[o] : a->saved, m->work);
+        if (rc)
+            return rc;
+    }
+    if (s->soft_ops) {
+        /* att = sum_o w_o att_o */
+        memset(a->att, 0, sizeof(float) * (size_t)(N * q));
+        for (int32_t o = 0; o < n_ops; o++) {
+            float w = s->op_w[l][o];
+            const float *ao = a->att_op[o];
+            for (int64_t i = 0; i < N * q; i++)
+                a->att[i] += w * ao[i];
+        }
+    }
     et_linear_forward(m->dsub, e, a->att, q, P(m, t[P_PROJ_W]), Q, P(m, t[P_PROJ_B]), N, q, e);
     part_forward(m, pa, P(m, t[P_LN1_G]), P(m, t[P_LN1_B]), m->dsub, site(s, l, PART_ATTN), N, e);
     return 0;
@@ -896,6 +938,8 @@ static void ffn_forward(et_model *m, et_stack *s, int32_t l)
 static float *layer_out(const et_stack *s, int32_t l, float *in)
 {
     const layer_act *a = &s->la[l];
+    if (s->soft)
+        return a->soft_out;
     for (int p = PARTS - 1; p >= 0; p--)
         if (a->part[p].out)
             return a->part[p].out;
@@ -916,6 +960,15 @@ static int stack_forward(et_model *m, et_stack *s, char **err)
                            l);
         if (a->part[PART_FFN].out)
             ffn_forward(m, s, l);
+        if (s->soft) {
+            /* out = w_A A(x) + w_F F(x) + w_I x */
+            int64_t n = (int64_t)m->b_now * s->T * s->arch->embed_dim;
+            const float *ya = a->part[s->n_cross ? PART_CROSS : PART_ATTN].out;
+            const float *yf = a->part[PART_FFN].out;
+            float wa = s->soft_w[l][0], wf = s->soft_w[l][1], wi = s->soft_w[l][2];
+            for (int64_t i = 0; i < n; i++)
+                a->soft_out[i] = wa * ya[i] + wf * yf[i] + wi * stream[i];
+        }
         stream = layer_out(s, l, stream);
         s->lout[l] = stream;
     }
@@ -1147,6 +1200,10 @@ int et_model_forward(et_model *m, const et_batch *b, int training, uint64_t seed
     m->step = step;
     int32_t b_now = b->size;
     m->b_now = b_now;
+    for (int i = 0; i < 2; i++) {
+        memset(m->st[i].soft_g, 0, sizeof m->st[i].soft_g);
+        memset(m->st[i].op_g, 0, sizeof m->st[i].op_g);
+    }
     int rc = m->kind == ET_MODEL_KIND_ENCODER ? forward_classifier(m, b, loss, correct, err)
                                               : forward_tokens(m, b, loss, correct, err);
     if (rc) {
@@ -1264,14 +1321,39 @@ static int self_backward(et_model *m, et_stack *s, int32_t l)
     et_linear_backward(m->datt, q, G(m, t[P_PROJ_W]), Q, G(m, t[P_PROJ_B]), du, e, a->att, q,
                        P(m, t[P_PROJ_W]), Q, N, q, e);
     et_attn_shape sh = self_shape(m, s, l, m->b_now, (int32_t)T, s->key_len);
-    int rc = et_model_attn_vt(m, s, l, 0)->backward(
-        et_model_attn_state(m, s, l, 0), &sh, view(a->qkv, T * 3 * q, d, 3 * q),
-        view(a->qkv + q, T * 3 * q, d, 3 * q), view(a->qkv + 2 * q, T * 3 * q, d, 3 * q),
-        view(a->att, T * q, d, q), view(m->datt, T * q, d, q), a->saved,
-        view(m->dqkv, T * 3 * q, d, 3 * q), view(m->dqkv + q, T * 3 * q, d, 3 * q),
-        view(m->dqkv + 2 * q, T * 3 * q, d, 3 * q), m->work);
-    if (rc)
-        return rc;
+    if (!s->soft_ops) {
+        int rc = et_model_attn_vt(m, s, l, 0)->backward(
+            et_model_attn_state(m, s, l, 0), &sh, view(a->qkv, T * 3 * q, d, 3 * q),
+            view(a->qkv + q, T * 3 * q, d, 3 * q), view(a->qkv + 2 * q, T * 3 * q, d, 3 * q),
+            view(a->att, T * q, d, q), view(m->datt, T * q, d, q), a->saved,
+            view(m->dqkv, T * 3 * q, d, 3 * q), view(m->dqkv + q, T * 3 * q, d, 3 * q),
+            view(m->dqkv + 2 * q, T * 3 * q, d, 3 * q), m->work);
+        if (rc)
+            return rc;
+    } else {
+        /* att = sum_o w_o att_o: d w_o = <datt, att_o>, d att_o = w_o datt */
+        memset(m->dqkv, 0, sizeof(float) * (size_t)(N * 3 * q));
+        for (int32_t o = 0; o < s->n_attn; o++) {
+            float w = s->op_w[l][o];
+            const float *ao = a->att_op[o];
+            double dw = 0;
+            for (int64_t i = 0; i < N * q; i++) {
+                dw += (double)m->datt[i] * ao[i];
+                m->datt_op[i] = w * m->datt[i];
+            }
+            s->op_g[l][o] += (float)dw;
+            int rc = s->impl[o].vt->backward(
+                s->states[l * s->n_inst + o], &sh, view(a->qkv, T * 3 * q, d, 3 * q),
+                view(a->qkv + q, T * 3 * q, d, 3 * q), view(a->qkv + 2 * q, T * 3 * q, d, 3 * q),
+                view(a->att_op[o], T * q, d, q), view(m->datt_op, T * q, d, q), a->saved_op[o],
+                view(m->dqkv_op, T * 3 * q, d, 3 * q), view(m->dqkv_op + q, T * 3 * q, d, 3 * q),
+                view(m->dqkv_op + 2 * q, T * 3 * q, d, 3 * q), m->work);
+            if (rc)
+                return rc;
+            for (int64_t i = 0; i < N * 3 * q; i++)
+                m->dqkv[i] += m->dqkv_op[i];
+        }
+    }
     const float *x = m->space.norm == ET_NORM_PRE ? pa->z : pa->in;
     memset(du, 0, sizeof(float) * (size_t)(N * e));
     et_linear_backward(du, e, G(m, t[P_QKV_W]), E, G(m, t[P_QKV_B]), m->dqkv, 3 * q, x, e,
@@ -1308,14 +1390,46 @@ static int stack_backward(et_model *m, et_stack *s, char **err)
         }
         layer_act *a = &s->la[l];
         int rc;
+        int64_t n = (int64_t)m->b_now * s->T * s->arch->embed_dim;
+        const float *x = l ? s->lout[l - 1] : s->x0;
+        if (s->soft) {
+            /* out = w_A A(x) + w_F F(x) + w_I x: the weights' gradients, then
+             * each branch from its share of dout, summed at x */
+            const float *ya = a->part[s->n_cross ? PART_CROSS : PART_ATTN].out;
+            const float *yf = a->part[PART_FFN].out;
+            double ga = 0, gf = 0, gi = 0;
+            for (int64_t i = 0; i < n; i++) {
+                float g = m->dx[i];
+                ga += (double)g * ya[i];
+                gf += (double)g * yf[i];
+                gi += (double)g * x[i];
+                m->dsoft_g[i] = g;
+            }
+            s->soft_g[l][0] += (float)ga;
+            s->soft_g[l][1] += (float)gf;
+            s->soft_g[l][2] += (float)gi;
+            float wf = s->soft_w[l][1];
+            for (int64_t i = 0; i < n; i++)
+                m->dx[i] = wf * m->dsoft_g[i];
+        }
         if (a->part[PART_FFN].out)
             ffn_backward(m, s, l);
+        if (s->soft) {
+            float wa = s->soft_w[l][0], wi = s->soft_w[l][2];
+            for (int64_t i = 0; i < n; i++) {
+                m->dsoft_acc[i] = m->dx[i] + wi * m->dsoft_g[i];
+                m->dx[i] = wa * m->dsoft_g[i];
+            }
+        }
         if (a->part[PART_CROSS].out && (rc = cross_backward(m, s, l)))
             return et_fail(err, rc, "model: cross-attention backward failed in decoder layer %d",
                            l);
         if (a->part[PART_ATTN].out && (rc = self_backward(m, s, l)))
             return et_fail(err, rc, "model: attention backward failed in %s layer %d",
                            s->id ? "decoder" : "encoder", l);
+        if (s->soft)
+            for (int64_t i = 0; i < n; i++)
+                m->dx[i] += m->dsoft_acc[i];
     }
     if (enc_of_seq2seq)
         for (int j = L; j < m->n_conn; j++)
@@ -1465,4 +1579,53 @@ int et_model_backward(et_model *m, float scale, char **err)
         return et_fail(err, ET_STATUS_ERR_USAGE, "model: backward without a forward");
     return m->kind == ET_MODEL_KIND_ENCODER ? backward_classifier(m, scale, err)
                                             : backward_tokens(m, scale, err);
+}
+
+/* ---------------------------------------------------------------- soft choices */
+
+int et_model_set_soft(et_model *m, int32_t stack, const float *block_w, const float *op_w,
+                      char **err)
+{
+    if (stack < 0 || stack > 1 || !m->st[stack].present || !block_w)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "model: soft choices need a present stack (0 "
+                                                 "encoder, 1 decoder) and block weights");
+    et_stack *s = &m->st[stack];
+    for (int32_t l = 0; l < s->L; l++) {
+        for (int k = 0; k < 3; k++) {
+            float w = block_w[l * 3 + k];
+            if (!isfinite(w))
+                return et_fail(err, ET_STATUS_ERR_NUMERIC,
+                               "model: soft block weight %d of layer %d is not finite", k, l);
+            s->soft_w[l][k] = w;
+        }
+        for (int32_t o = 0; op_w && o < s->n_attn; o++) {
+            float w = op_w[l * s->n_attn + o];
+            if (!isfinite(w))
+                return et_fail(err, ET_STATUS_ERR_NUMERIC,
+                               "model: soft operator weight %d of layer %d is not finite", o, l);
+            s->op_w[l][o] = w;
+        }
+    }
+    if (s->soft != 1 || s->soft_ops != (op_w != NULL))
+        m->bound = 0; /* the arena changes: bind again */
+    s->soft = 1;
+    s->soft_ops = op_w != NULL;
+    return 0;
+}
+
+void et_model_clear_soft(et_model *m)
+{
+    for (int i = 0; i < 2; i++) {
+        if (m->st[i].soft)
+            m->bound = 0;
+        m->st[i].soft = m->st[i].soft_ops = 0;
+    }
+}
+
+const float *et_model_soft_grads(const et_model *m, int32_t stack, const float **op_grads)
+{
+    const et_stack *s = &m->st[stack < 0 || stack > 1 ? 0 : stack];
+    if (op_grads)
+        *op_grads = &s->op_g[0][0];
+    return &s->soft_g[0][0];
 }

@@ -84,6 +84,25 @@ int et_model_forward(et_model *m, const et_batch *b, int training, uint64_t seed
 /* Gradients of loss * scale into the gradient arena (accumulating). */
 int et_model_backward(et_model *m, float scale, char **err);
 
+/* Soft choices for differentiable search (PAR). With soft mode on, every
+ * layer l of the stack (0 encoder, 1 decoder) runs, on its input x,
+ *   out = w[l][0] * A(x) + w[l][1] * F(x) + w[l][2] * x
+ * where A is the attention-only block (self-attention, then cross-attention
+ * in seq2seq decoders) and F the FFN-only block, each with its residual
+ * (the arch's block gene is ignored). With op_w, A's self-attention output
+ * is the mixture sum_o op_w[l][o] * att_o of every operator of the stack's
+ * list on the same projections (the arch's attention gene is ignored).
+ * block_w is (L, 3) and op_w (L, n_attn) or NULL, L = the stack's layers
+ * at the maxima. Set before et_model_bind (it sizes the arena); weights
+ * may change between forwards. Backward adds d loss / d weight into the
+ * gradients et_model_soft_grads returns (zeroed by each forward). */
+int et_model_set_soft(et_model *m, int32_t stack, const float *block_w, const float *op_w,
+                      char **err);
+void et_model_clear_soft(et_model *m);
+/* (L, 3) block-weight gradients; *op_grads (may be NULL) gets (L, n_attn)
+ * rows of ET_MAX_CHOICES floats. */
+const float *et_model_soft_grads(const et_model *m, int32_t stack, const float **op_grads);
+
 /* Incremental decoding of token models, for greedy and beam search.
  * begin: with an arch bound for at least src->size examples of
  * src->src_len positions, runs the encoder on src (dropout off) and sets up

@@ -155,6 +155,9 @@ int et_model_decode_begin(et_model *m, const et_batch *src, int32_t beams, int32
     if (!m->bound)
         return et_fail(err, ET_STATUS_ERR_USAGE, "decode: no architecture bound");
     int seq2seq = m->kind == ET_MODEL_KIND_SEQ2SEQ;
+    if (m->st[0].soft || m->st[1].soft)
+        return et_fail(err, ET_STATUS_ERR_UNSUPPORTED,
+                       "decode: soft choices are for training; decode a discrete arch");
     if (src->size < 1 || src->size > m->B || beams < 1 || max_len < 1)
         return et_fail(err, ET_STATUS_ERR_USAGE,
                        "decode: %d examples x %d beams for %d steps (bound for %d examples)",

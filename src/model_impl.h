@@ -37,6 +37,10 @@ typedef struct layer_act {
     float *ckv;           /* (B*Sk,2qc) cross keys and values */
     float *csaved;
     float *h, *g;         /* (N,f) FFN pre- and post-activation */
+    /* soft layers */
+    float *soft_out;                     /* (N,e) the mixture */
+    float *att_op[ET_MAX_CHOICES];       /* (N,q) each operator's output */
+    float *saved_op[ET_MAX_CHOICES];
 } layer_act;
 
 /* One stack of layers: the encoder (id 0) or the decoder (id 1). */
@@ -59,6 +63,11 @@ typedef struct et_stack {
     float *out;       /* the stream leaving the last layer (current batch) */
     float *lout[ET_MAX_LAYERS]; /* each layer's output stream (current batch) */
     const int32_t *key_len;
+    /* soft choices (model.h): block weights (attention, FFN, identity) and
+     * operator weights per layer, and their gradients */
+    int soft, soft_ops;
+    float soft_w[ET_MAX_LAYERS][3], soft_g[ET_MAX_LAYERS][3];
+    float op_w[ET_MAX_LAYERS][ET_MAX_CHOICES], op_g[ET_MAX_LAYERS][ET_MAX_CHOICES];
 } et_stack;
 
 /* What incremental decoding keeps (model_decode.c). */
@@ -103,6 +112,7 @@ struct et_model {
     float *mem[4], *dmem[4];       /* (B,k*S,Ee) for connect k */
     float *dseg[3];
     float *dx, *dsub, *dqkv, *datt, *dh, *dg, *dcq, *dckv, *dcatt, *work;
+    float *dsoft_g, *dsoft_acc, *dqkv_op, *datt_op; /* soft layers' scratch */
     int64_t work_floats;
     int32_t *ibuf; /* targets (B*Tdec), key lengths */
     int32_t *targets, *key_len_buf, *mem_len[4];

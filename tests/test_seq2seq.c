@@ -5,7 +5,10 @@
  * kernels, h = 1e-3, losses summed in double: below 0.05 the check is
  * absolute, where float rounding of the summed token loss dominates); incremental decoding with the real attention plugins
  * equal to the teacher-forced forward at every step (1e-4 absolute on
- * log-probabilities), also with several beams and a reorder. */
+ * log-probabilities), also with several beams and a reorder. Soft choices
+ * (block and operator mixtures): parameter gradients as above and weight
+ * gradients by finite differences (2e-2 relative, h = 1e-3); one-hot
+ * weights give the discrete arch's loss (1e-4 relative). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -400,4 +403,152 @@ Test(seq2seq, bad_batches_and_decode_calls_are_refused)
     cr_assert_not_null(strstr(err, "learned decoder positions"), "%s", err);
     free(err);
     et_model_destroy(f.m);
+}
+
+/* ---------------------------------------------------------------- soft choices */
+
+typedef struct soft_fixture {
+    fixture f;
+    int32_t stack;
+    float bw[2][8 * 3], ow[2][8 * 2];
+    int ops;
+} soft_fixture;
+
+static double soft_loss(void *p)
+{
+    soft_fixture *sf = p;
+    char *err = NULL;
+    for (int32_t st = 0; st < 2; st++)
+        if (sf->stack < 0 || sf->stack == st)
+            cr_assert_eq(et_model_set_soft(sf->f.m, st, sf->bw[st], sf->ops ? sf->ow[st] : NULL,
+                                           &err),
+                         0, "%s", err);
+    return loss_of(&sf->f);
+}
+
+/* d loss / d weight against central differences over every weight. */
+static void check_soft_weights(soft_fixture *sf, int32_t st, int32_t layers, int32_t n_ops)
+{
+    char *err = NULL;
+    et_model_zero_grads(sf->f.m);
+    soft_loss(sf);
+    cr_assert_eq(et_model_backward(sf->f.m, 1.0f, &err), 0, "%s", err);
+    const float *og;
+    const float *bg = et_model_soft_grads(sf->f.m, st, &og);
+    float gb[8 * 3], go[8 * 2];
+    memcpy(gb, bg, sizeof(float) * (size_t)layers * 3);
+    for (int32_t l = 0; l < layers; l++)
+        for (int32_t o = 0; o < n_ops; o++)
+            go[l * n_ops + o] = og[l * ET_MAX_CHOICES + o];
+    double e = fd_check(soft_loss, sf, sf->bw[st], gb, layers * 3, 64, 1e-3f);
+    cr_assert_lt(e, 2e-2, "stack %d block weights: relative error %g", st, e);
+    if (sf->ops) {
+        e = fd_check(soft_loss, sf, sf->ow[st], go, layers * n_ops, 64, 1e-3f);
+        cr_assert_lt(e, 2e-2, "stack %d operator weights: relative error %g", st, e);
+    }
+}
+
+static void soft_case(const char *norm, int ops)
+{
+    static const char *const names[2] = {"softmax", "linear"};
+    plugins pl;
+    load_plugins(&pl, names, 2);
+    for (int i = 0; i < 2; i++) {
+        const et_plugin *p = et_registry_find(&pl.reg, ET_PLUGIN_KIND_ATTENTION, names[i]);
+        pl.impl[i].opts = default_options(p->desc);
+    }
+    char text[2048];
+    snprintf(text, sizeof text, S2S_SPACE("%s"), norm);
+    et_space s = tu_space(text);
+    soft_fixture sf;
+    memset(&sf, 0, sizeof sf);
+    sf.f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, pl.impl, 0.0f, 23);
+    fill_batch(&sf.f, 6, 1);
+    sf.stack = -1;
+    sf.ops = ops;
+    et_rng r = et_rng_from_seed(31);
+    for (int st = 0; st < 2; st++) {
+        for (int i = 0; i < 8 * 3; i++)
+            sf.bw[st][i] = (float)(0.2 + 0.6 * et_rng_uniform(&r));
+        for (int i = 0; i < 8 * 2; i++)
+            sf.ow[st][i] = (float)(0.2 + 0.6 * et_rng_uniform(&r));
+    }
+    char *err = NULL;
+    for (int32_t st = 0; st < 2; st++) /* soft mode before binding: it sizes the arena */
+        if (sf.stack < 0 || sf.stack == st)
+            cr_assert_eq(et_model_set_soft(sf.f.m, st, sf.bw[st], ops ? sf.ow[st] : NULL, &err), 0,
+                     "%s", err);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    check_gradients(&sf.f, &a, ops ? "soft blocks and operators" : "soft blocks");
+    check_soft_weights(&sf, 0, a.enc.layers, 2);
+    check_soft_weights(&sf, 1, a.dec.layers, 2);
+    et_model_destroy(sf.f.m);
+    et_registry_free(&pl.reg);
+}
+
+Test(seq2seq, soft_choices_gradients_pre_norm)
+{
+    soft_case("pre", 1);
+}
+
+Test(seq2seq, soft_choices_gradients_post_norm_blocks_only)
+{
+    soft_case("post", 0);
+}
+
+Test(seq2seq, one_hot_soft_choices_equal_the_discrete_arch)
+{
+    static const char *const names[2] = {"softmax", "linear"};
+    plugins pl;
+    load_plugins(&pl, names, 2);
+    for (int i = 0; i < 2; i++) {
+        const et_plugin *p = et_registry_find(&pl.reg, ET_PLUGIN_KIND_ATTENTION, names[i]);
+        pl.impl[i].opts = default_options(p->desc);
+    }
+    et_space s = tu_space(S2S_SPACE("pre"));
+    fixture f;
+    f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, pl.impl, 0.0f, 29);
+    fill_batch(&f, 8, 1);
+    /* discrete: encoder attention-only(linear), ffn-only, identity; decoder
+     * attention-only(softmax), ffn-only, attention-only(linear) */
+    et_arch a;
+    et_arch_largest(&s, &a);
+    static const int32_t enc_block[3] = {ET_BLOCK_ATTENTION_ONLY, ET_BLOCK_FFN_ONLY,
+                                         ET_BLOCK_IDENTITY};
+    static const int32_t dec_block[3] = {ET_BLOCK_ATTENTION_ONLY, ET_BLOCK_FFN_ONLY,
+                                         ET_BLOCK_ATTENTION_ONLY};
+    static const int32_t enc_op[3] = {1, 0, 0}, dec_op[3] = {0, 0, 1};
+    float bw[2][3 * 3] = {{0}}, ow[2][3 * 2] = {{0}};
+    for (int l = 0; l < 3; l++) {
+        a.enc.layer[l].block = enc_block[l];
+        a.enc.layer[l].attention = enc_op[l];
+        a.dec.layer[l].block = dec_block[l];
+        a.dec.layer[l].attention = dec_op[l];
+        bw[0][l * 3 + (enc_block[l] == ET_BLOCK_ATTENTION_ONLY ? 0
+                       : enc_block[l] == ET_BLOCK_FFN_ONLY     ? 1
+                                                               : 2)] = 1.0f;
+        bw[1][l * 3 + (dec_block[l] == ET_BLOCK_ATTENTION_ONLY ? 0 : 1)] = 1.0f;
+        ow[0][l * 2 + enc_op[l]] = 1.0f;
+        ow[1][l * 2 + dec_op[l]] = 1.0f;
+    }
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double hard, soft;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &hard, NULL, &err), 0, "%s", err);
+    for (int st = 0; st < 2; st++)
+        cr_assert_eq(et_model_set_soft(f.m, st, bw[st], ow[st], &err), 0, "%s", err);
+    et_arch b;
+    et_arch_largest(&s, &b); /* the genes no longer matter */
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &soft, NULL, &err), ET_STATUS_ERR_USAGE,
+                 "forward must refuse until the soft arena is bound");
+    free(err);
+    err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &b, B, S, T, &err), 0, "%s", err);
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &soft, NULL, &err), 0, "%s", err);
+    cr_assert_float_eq(soft, hard, 1e-4 * fabs(hard), "soft %g against discrete %g", soft, hard);
+    cr_assert_eq(et_model_decode_begin(f.m, &f.batch, 1, T, &err), ET_STATUS_ERR_UNSUPPORTED);
+    free(err);
+    et_model_destroy(f.m);
+    et_registry_free(&pl.reg);
 }
