@@ -214,5 +214,6 @@ void et_host_init(et_host *host, uint64_t seed, int32_t threads, const et_space 
         .arch_crossover = et_arch_crossover,
         .arch_feature_count = et_arch_feature_count,
         .arch_features = et_arch_features,
+        .arch_largest = et_arch_largest,
     };
 }

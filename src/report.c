@@ -39,7 +39,9 @@ static int on_eval(void *ctx, const et_store_eval_key *key, const et_store_eval 
     if (strcmp(key->split, "valid") != 0)
         return 0;
     int solo = strcmp(val->stage, "standalone") == 0;
-    if (!solo && strcmp(val->stage, "supernet") != 0)
+    /* evaluations with inherited weights: the shared supernet, or a
+     * strategy's own soft-choice supernet */
+    if (!solo && strcmp(val->stage, "supernet") != 0 && strcmp(val->stage, "soft supernet") != 0)
         return 0;
     point **arr = solo ? &g->solo : &g->pts;
     size_t *n = solo ? &g->ns : &g->n, *cap = solo ? &g->caps : &g->cap;

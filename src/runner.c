@@ -45,6 +45,12 @@ typedef struct strategy {
     size_t n, cap;
     int64_t evals, reused;
     double seconds;
+    /* a soft-choice supernet private to the strategy (host soft_* services) */
+    et_model *soft_model;
+    et_trainer soft_trainer;
+    int soft_ready, soft_ops;
+    int64_t soft_valid_epoch, soft_valid_batch;
+    char *soft_ckpt;
 } strategy;
 
 typedef struct proxy_inst {
@@ -180,24 +186,27 @@ static int all_costs(runner *r, const et_arch *arch, et_store_figures *out, char
 
 /* ---------------------------------------------------------------- supernet */
 
-static int save_checkpoint(runner *r, char **err)
+/* Save a model with its trainer's optimizer and position to path, and
+ * record it in the store as checkpoint `name`. */
+static int save_model_checkpoint(runner *r, const char *name, const char *path, et_model *model,
+                                 et_trainer *t, char **err)
 {
     et_checkpoint_info *info = calloc(1, sizeof *info);
     if (!info)
         return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-    info->step = r->trainer.step;
-    info->rng = r->trainer.rng;
-    int rc = et_checkpoint_save(r->ckpt_path, r->model, &r->trainer.optim, info, err);
+    info->step = t->step;
+    info->rng = t->rng;
+    int rc = et_checkpoint_save(path, model, &t->optim, info, err);
     free(info);
     if (rc)
         return rc;
     /* the store remembers it, with a CRC of the whole file */
-    FILE *f = fopen(r->ckpt_path, "rb");
+    FILE *f = fopen(path, "rb");
     if (!f)
-        return et_fail(err, ET_STATUS_ERR_IO, "%s: %s", r->ckpt_path, strerror(errno));
-    et_store_checkpoint ck = {.step = r->trainer.step};
-    snprintf(ck.name, sizeof ck.name, "supernet");
-    snprintf(ck.path, sizeof ck.path, "%s", r->ckpt_path);
+        return et_fail(err, ET_STATUS_ERR_IO, "%s: %s", path, strerror(errno));
+    et_store_checkpoint ck = {.step = t->step};
+    snprintf(ck.name, sizeof ck.name, "%s", name);
+    snprintf(ck.path, sizeof ck.path, "%s", path);
     unsigned char buf[65536];
     uLong crc = crc32(0, Z_NULL, 0);
     size_t got;
@@ -208,6 +217,11 @@ static int save_checkpoint(runner *r, char **err)
     fclose(f);
     ck.crc32 = (uint32_t)crc;
     return et_store_checkpoint_put(r->store, r->run_id, &ck, err);
+}
+
+static int save_checkpoint(runner *r, char **err)
+{
+    return save_model_checkpoint(r, "supernet", r->ckpt_path, r->model, &r->trainer, err);
 }
 
 static int train_supernet(runner *r, int64_t target, char **err)
@@ -305,9 +319,10 @@ static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t spl
  * supernet weights, or by training from scratch for `standalone_steps`
  * updates when that is > 0 — and stored before it is returned. val (may be
  * NULL) gets the stored record with its costs. */
-static int stored_eval(strategy *s, const char *label, const et_arch *arch, int32_t split,
-                       const char *stage, const char *conditions, int64_t standalone_steps,
-                       et_eval_result *res, et_store_eval *val, char **err)
+static int stored_eval_with(strategy *s, et_trainer *inherit, const char *label,
+                            const et_arch *arch, int32_t split, const char *stage,
+                            const char *conditions, int64_t standalone_steps,
+                            et_eval_result *res, et_store_eval *val, char **err)
 {
     runner *r = s->r;
     char text[16384];
@@ -324,7 +339,7 @@ static int stored_eval(strategy *s, const char *label, const et_arch *arch, int3
         double t0 = now(), metric, loss;
         rc = standalone_steps > 0
                  ? standalone(r, arch, standalone_steps, split, &metric, &loss, err)
-                 : et_trainer_evaluate(&r->trainer, arch, split, &metric, &loss, err);
+                 : et_trainer_evaluate(inherit, arch, split, &metric, &loss, err);
         if (rc)
             return rc;
         memset(&got, 0, sizeof got);
@@ -343,6 +358,14 @@ static int stored_eval(strategy *s, const char *label, const et_arch *arch, int3
     if (val)
         *val = got;
     return 0;
+}
+
+static int stored_eval(strategy *s, const char *label, const et_arch *arch, int32_t split,
+                       const char *stage, const char *conditions, int64_t standalone_steps,
+                       et_eval_result *res, et_store_eval *val, char **err)
+{
+    return stored_eval_with(s, &s->r->trainer, label, arch, split, stage, conditions,
+                            standalone_steps, res, val, err);
 }
 
 static int host_evaluate(void *ctx, const et_arch *archs, int32_t n, et_eval_result *results,
@@ -515,6 +538,264 @@ static int host_blob_get(void *ctx, const char *key, void **data, size_t *n, cha
     return et_store_blob_get(r->store, r->run_id, key, data, n, err);
 }
 
+/* ---------------------------------------------------------------- soft choices */
+
+static int32_t soft_count(const runner *r, int32_t ops)
+{
+    const et_space *sp = &r->x->space;
+    int32_t n = 0;
+    const et_stack_space *st[2] = {&sp->enc, &sp->dec};
+    int present[2] = {sp->kind != ET_MODEL_KIND_DECODER, sp->kind != ET_MODEL_KIND_ENCODER};
+    for (int i = 0; i < 2; i++)
+        if (present[i])
+            n += et_stack_max_layers(st[i]) * (3 + (ops ? st[i]->attention.n : 0));
+    return n;
+}
+
+static int32_t host_soft_weight_count(void *ctx, int32_t ops)
+{
+    return soft_count(((strategy *)ctx)->r, ops);
+}
+
+/* The private soft supernet of strategy s, made on first use. */
+static int soft_ready(strategy *s, int32_t ops, char **err)
+{
+    runner *r = s->r;
+    if (s->soft_ready) {
+        if (s->soft_ops != (ops != 0))
+            return et_fail(err, ET_STATUS_ERR_USAGE,
+                           "soft choices: operator mixing cannot change during a run");
+        return 0;
+    }
+    et_model_config mc = model_config(r);
+    et_host h = r->base;
+    h.seed = s->host.seed ^ UINT64_C(0x50f7c401ce5);
+    int rc = et_model_create(&r->x->space, &mc, &h, &s->soft_model, err);
+    if (rc)
+        return rc;
+    et_model_init(s->soft_model, h.seed);
+    et_train_config tc = r->tcfg;
+    tc.seed ^= s->host.seed;
+    tc.sampling = ET_SAMPLING_UNIFORM; /* one fixed arch per update: seek counts one member */
+    if ((rc = et_trainer_create(&s->soft_trainer, &tc, s->soft_model, r->task_vt, r->task,
+                                &r->info, err))) {
+        et_trainer_destroy(&s->soft_trainer);
+        return rc;
+    }
+    s->soft_ckpt = et_strdupf("%s/%s.ckpt", r->out_dir, s->sp->sec->name);
+    if (!s->soft_ckpt)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    for (char *c = s->soft_ckpt + strlen(r->out_dir) + 1; *c; c++)
+        if (*c == ' ' || *c == '/')
+            *c = '_';
+    s->soft_ready = 1;
+    s->soft_ops = ops != 0;
+    return 0;
+}
+
+/* Hand the weights to the engine, stack by stack. */
+static int soft_set(strategy *s, const float *w, char **err)
+{
+    const et_space *sp = &s->r->x->space;
+    const et_stack_space *st[2] = {&sp->enc, &sp->dec};
+    int present[2] = {sp->kind != ET_MODEL_KIND_DECODER, sp->kind != ET_MODEL_KIND_ENCODER};
+    float block[ET_MAX_LAYERS * 3], ops[ET_MAX_LAYERS * ET_MAX_CHOICES];
+    for (int i = 0; i < 2; i++) {
+        if (!present[i])
+            continue;
+        int32_t L = et_stack_max_layers(st[i]), n_ops = s->soft_ops ? st[i]->attention.n : 0;
+        for (int32_t l = 0; l < L; l++) {
+            for (int k = 0; k < 3; k++)
+                block[l * 3 + k] = *w++;
+            for (int32_t o = 0; o < n_ops; o++)
+                ops[l * n_ops + o] = *w++;
+        }
+        int rc = et_model_set_soft(s->soft_model, i, block, s->soft_ops ? ops : NULL, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void soft_grads(strategy *s, float *dw)
+{
+    const et_space *sp = &s->r->x->space;
+    const et_stack_space *st[2] = {&sp->enc, &sp->dec};
+    int present[2] = {sp->kind != ET_MODEL_KIND_DECODER, sp->kind != ET_MODEL_KIND_ENCODER};
+    for (int i = 0; i < 2; i++) {
+        if (!present[i])
+            continue;
+        const float *og;
+        const float *bg = et_model_soft_grads(s->soft_model, i, &og);
+        int32_t L = et_stack_max_layers(st[i]), n_ops = s->soft_ops ? st[i]->attention.n : 0;
+        for (int32_t l = 0; l < L; l++) {
+            for (int k = 0; k < 3; k++)
+                *dw++ = bg[l * 3 + k];
+            for (int32_t o = 0; o < n_ops; o++)
+                *dw++ = og[l * ET_MAX_CHOICES + o];
+        }
+    }
+}
+
+static int host_soft_step(void *ctx, int32_t ops, const float *w, int32_t update, double *loss,
+                          float *dw, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    int rc = soft_ready(s, ops, err);
+    if (rc || (rc = soft_set(s, w, err)))
+        return rc;
+    et_arch largest;
+    et_arch_largest(&r->x->space, &largest);
+    if (update) {
+        double l;
+        if ((rc = et_trainer_run(&s->soft_trainer, 1, &largest, &l, err)))
+            return rc;
+        *loss = l;
+        if (dw)
+            soft_grads(s, dw);
+        return 0;
+    }
+    /* measure on the next validation batch: no update, no dropout */
+    et_trainer *t = &s->soft_trainer;
+    int32_t bs = r->tcfg.batch_size;
+    if ((rc = et_model_bind(s->soft_model, &largest, bs, r->info.max_src_len, err)))
+        return rc;
+    int64_t count = r->task_vt->batch_count(r->task, ET_SPLIT_VALID, bs);
+    if (count < 1)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "soft step: the validation split is empty");
+    if (s->soft_valid_batch >= count) {
+        s->soft_valid_batch = 0;
+        s->soft_valid_epoch++;
+    }
+    et_batch b;
+    char *terr = NULL;
+    rc = r->task_vt->batch(r->task, ET_SPLIT_VALID, s->soft_valid_epoch, bs, s->soft_valid_batch++,
+                           &b, &terr);
+    if (rc) {
+        et_fail(err, rc, "soft step: %s", terr ? terr : "the task failed to give a batch");
+        free(terr);
+        return rc;
+    }
+    double l;
+    if ((rc = et_model_forward(s->soft_model, &b, 0, t->cfg.seed, t->step, &l, NULL, err)))
+        return rc;
+    int64_t units = et_model_units(s->soft_model);
+    *loss = units ? l / (double)units : 0.0;
+    if (dw) {
+        if (units && (rc = et_model_backward(s->soft_model, 1.0f / (float)units, err)))
+            return rc;
+        soft_grads(s, dw);
+        et_model_zero_grads(s->soft_model);
+    }
+    return 0;
+}
+
+static int host_soft_checkpoint(void *ctx, const void *state, size_t n, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    if (!s->soft_ready)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "soft checkpoint before any soft step");
+    char key[320];
+    snprintf(key, sizeof key, "%s/soft/%lld", s->sp->sec->name, (long long)s->soft_trainer.step);
+    /* the state first: a checkpoint record is only ever newer than its state;
+     * the validation position goes with it */
+    int64_t pos[2] = {s->soft_valid_epoch, s->soft_valid_batch};
+    size_t total = n + sizeof pos;
+    unsigned char *buf = malloc(total);
+    if (!buf)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    memcpy(buf, pos, sizeof pos);
+    if (n)
+        memcpy(buf + sizeof pos, state, n);
+    int rc = et_store_blob_put(r->store, r->run_id, key, buf, total, err);
+    free(buf);
+    if (!rc)
+        rc = save_model_checkpoint(r, s->sp->sec->name, s->soft_ckpt, s->soft_model,
+                                   &s->soft_trainer, err);
+    return rc;
+}
+
+static int host_soft_resume(void *ctx, int32_t ops, void **state, size_t *n, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    *state = NULL;
+    *n = 0;
+    int rc = soft_ready(s, ops, err);
+    if (rc)
+        return rc;
+    et_store_checkpoint ck;
+    rc = et_store_checkpoint_latest(r->store, r->run_id, s->sp->sec->name, &ck, err);
+    if (rc <= 0)
+        return rc;
+    et_checkpoint_info *info = calloc(1, sizeof *info);
+    if (!info)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    rc = et_checkpoint_load(ck.path, s->soft_model, &s->soft_trainer.optim, info, err);
+    if (!rc) {
+        et_trainer_seek(&s->soft_trainer, info->step);
+        s->soft_trainer.rng = info->rng;
+        char key[320];
+        snprintf(key, sizeof key, "%s/soft/%lld", s->sp->sec->name, (long long)info->step);
+        void *data = NULL;
+        size_t len = 0;
+        rc = et_store_blob_get(r->store, r->run_id, key, &data, &len, err);
+        int64_t pos[2];
+        if (rc == 0 || (rc == 1 && len < sizeof pos)) {
+            rc = et_fail(err, ET_STATUS_ERR_FORMAT,
+                         "%s: the soft supernet checkpoint at step %lld has no strategy state",
+                         r->store_path, (long long)info->step);
+        } else if (rc == 1) {
+            memcpy(pos, data, sizeof pos);
+            s->soft_valid_epoch = pos[0];
+            s->soft_valid_batch = pos[1];
+            *n = len - sizeof pos;
+            *state = malloc(*n ? *n : 1);
+            if (!*state)
+                rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+            else if (*n)
+                memcpy(*state, (unsigned char *)data + sizeof pos, *n);
+        }
+        free(data);
+        if (rc == 1)
+            et_log(ET_LOG_LEVEL_INFO, "[%s] resumed the soft supernet at step %lld",
+                   s->sp->sec->name, (long long)info->step);
+    }
+    free(info);
+    return rc;
+}
+
+static int host_soft_evaluate(void *ctx, const et_arch *arch, et_eval_result *res, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    if (!s->soft_ready)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "soft evaluate before any soft step");
+    char *verr = NULL;
+    if (et_arch_validate(&r->x->space, arch, &verr)) {
+        int rc = et_fail(err, ET_STATUS_ERR_USAGE, "soft evaluate: %s", verr);
+        free(verr);
+        return rc;
+    }
+    et_model_clear_soft(s->soft_model); /* the discrete arch on the inherited weights */
+    char cond[80];
+    snprintf(cond, sizeof cond, "soft supernet step=%lld", (long long)s->soft_trainer.step);
+    int rc = stored_eval_with(s, &s->soft_trainer, NULL, arch, ET_SPLIT_VALID, "soft supernet",
+                              cond, 0, res, NULL, err);
+    if (rc)
+        return rc;
+    int32_t ok;
+    if ((rc = satisfies(r, arch, &ok, err)))
+        return rc;
+    if (remember(s, arch, res->metric, res->loss, ok))
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    s->evals++;
+    s->reused += res->from_store;
+    return 0;
+}
+
 static void host_for(runner *r, et_host *h, const char *section, void *ctx)
 {
     et_host_init(h, et_experiment_section_seed(r->x, section), r->x->threads, &r->x->space);
@@ -530,6 +811,11 @@ static void host_for(runner *r, et_host *h, const char *section, void *ctx)
     h->training_bytes = host_training_bytes;
     h->blob_put = host_blob_put;
     h->blob_get = host_blob_get;
+    h->soft_weight_count = host_soft_weight_count;
+    h->soft_step = host_soft_step;
+    h->soft_checkpoint = host_soft_checkpoint;
+    h->soft_resume = host_soft_resume;
+    h->soft_evaluate = host_soft_evaluate;
 }
 
 static char *effective_ini(const et_experiment *x)
@@ -706,6 +992,10 @@ static void teardown(runner *r)
         if (s->state)
             ((const et_search_vtable *)s->sp->plugin->desc->vtable)->destroy(s->state);
         free(s->recs);
+        if (s->soft_ready)
+            et_trainer_destroy(&s->soft_trainer);
+        et_model_destroy(s->soft_model);
+        free(s->soft_ckpt);
     }
     for (size_t p = 0; r->proxies && p < x->n_proxies; p++)
         if (r->proxies[p].state)
@@ -773,15 +1063,23 @@ static int finalize(runner *r, strategy *s, const char *label, int32_t rank, con
     char cond[64];
     int retrain = (int)final_opt(r, "retrain")->i;
     int64_t steps = final_opt(r, "steps")->i ? final_opt(r, "steps")->i : r->tcfg.steps;
+    /* without retraining, a strategy with its own (soft) supernet is scored
+     * on that supernet's weights */
+    int soft = !retrain && s->soft_ready;
     if (retrain)
         snprintf(cond, sizeof cond, "final standalone steps=%lld", (long long)steps);
+    else if (soft)
+        snprintf(cond, sizeof cond, "final soft supernet step=%lld",
+                 (long long)s->soft_trainer.step);
     else
         snprintf(cond, sizeof cond, "final supernet step=%lld", (long long)r->trainer.step);
     et_log(ET_LOG_LEVEL_INFO, "[%s] final: %s #%d and scoring it on test", label,
            retrain ? "retraining" : "evaluating", rank + 1);
     et_eval_result res;
-    int rc = stored_eval(s, label, arch, ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res,
-                         NULL, err);
+    if (soft)
+        et_model_clear_soft(s->soft_model);
+    int rc = stored_eval_with(s, soft ? &s->soft_trainer : &r->trainer, label, arch,
+                              ET_SPLIT_TEST, "final", cond, retrain ? steps : 0, &res, NULL, err);
     if (rc || res.from_store)
         return rc;
     char text[16384];

@@ -124,6 +124,38 @@ struct et_host {
     /* 1 and a malloc'd copy in *data (the plugin frees it) when the key is
      * there, 0 when it is not, or a negative code. */
     int (*blob_get)(void *ctx, const char *key, void **data, size_t *n, char **err);
+
+    /* ---- appended with differentiable search (soft choices) ---- */
+
+    /* A supernet private to the calling strategy whose layers run soft
+     * mixtures (the engine's soft choices): every layer of every stack at
+     * the space's maxima mixes its attention-only block, FFN-only block and
+     * identity, with weights w; with ops = 1 the attention block also mixes
+     * the stack's attention operators. Weight layout, stack by stack
+     * (encoder, then decoder), layer by layer: 3 block weights (attention,
+     * FFN, identity), then with ops one per attention choice. Created on
+     * the first call, trained with the experiment's [train] recipe.
+     * soft_weight_count: floats in that layout. */
+    int32_t (*soft_weight_count)(void *ctx, int32_t ops);
+    /* One step with mixture weights w: update = 1 trains the supernet on
+     * the next training batch; update = 0 only measures, on the next
+     * validation batch. *loss gets the loss per unit; dw (may be NULL) the
+     * gradient of that loss with respect to w. */
+    int (*soft_step)(void *ctx, int32_t ops, const float *w, int32_t update, double *loss,
+                     float *dw, char **err);
+    /* Save the soft supernet with `state` (the strategy's own bytes: logits,
+     * their optimizer, ...), and get both back on resume: soft_resume
+     * returns 1 with a malloc'd copy of the state saved with the newest
+     * checkpoint (and restores the supernet to it), 0 when there is none. */
+    int (*soft_checkpoint)(void *ctx, const void *state, size_t n, char **err);
+    int (*soft_resume)(void *ctx, int32_t ops, void **state, size_t *n, char **err);
+    /* Score a discrete arch with the soft supernet's weights (validation
+     * split), stored and remembered as one of the strategy's evaluations. */
+    int (*soft_evaluate)(void *ctx, const et_arch *arch, et_eval_result *result, char **err);
+    /* The space's largest arch: every numeric gene at its maximum, block
+     * and activation at their first listed choice, operators at choice 0
+     * (the arch the soft supernet binds). */
+    void (*arch_largest)(const et_space *space, et_arch *out);
 };
 
 #define ET_HOST_HAS(host, member) \
