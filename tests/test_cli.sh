@@ -23,7 +23,6 @@ expect() {
     fi
 }
 
-echo "1..30"
 
 "$etnas" --help | grep -q "^usage: etnas COMMAND" && ok "--help" || not_ok "--help"
 "$etnas" --version | grep -q "^etnas [0-9]" && ok "--version" || not_ok "--version"
@@ -59,10 +58,13 @@ bleu_out=$("$etnas" bleu "$ET_SRCDIR/tests/data/bleu/tiny.hyp" "$ET_SRCDIR/tests
 head -n 3 "$ET_SRCDIR/tests/data/bleu/tiny.ref" >"$tmp/short.ref"
 expect 2 "tiny.hyp has 4 lines but .*short.ref has 3" "bleu with mismatched files" -- bleu "$ET_SRCDIR/tests/data/bleu/tiny.hyp" "$tmp/short.ref"
 
-# the shipped experiments are valid against the shipped plugins
-for e in quickstart fashion-vit; do
-    "$etnas" check "$ET_SRCDIR/etc/$e.ini" >"$tmp/check.out" 2>&1 && ok "etc/$e.ini passes etnas check" ||
-        not_ok "etc/$e.ini" "$(cat "$tmp/check.out")"
+# the shipped experiments (every etc/ file with an [experiment]) are valid
+# against the shipped plugins
+for f in "$ET_SRCDIR"/etc/*.ini; do
+    grep -q '^\[experiment\]' "$f" || continue
+    e=$(basename "$f")
+    "$etnas" check "$f" >"$tmp/check.out" 2>&1 && ok "etc/$e passes etnas check" ||
+        not_ok "etc/$e" "$(cat "$tmp/check.out")"
 done
 
 # costs of one arch without a search: Transformer-Base in HAT's convention
@@ -104,4 +106,5 @@ rm "$tmp/plugins/bad_abi.so"
 ln -s "$ET_BUILDDIR/tests/plugins/.libs/dup_search.so" "$tmp/plugins/"
 expect 2 "search plugin 'fake_search' is also provided by" "duplicate plugin names both files" -- check "$tmp/e.ini"
 
+echo "1..$n"
 [ $fails -eq 0 ]
