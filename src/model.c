@@ -627,6 +627,15 @@ static void plan(et_model *m, float *base)
     int soft_ops = m->st[0].soft_ops || m->st[1].soft_ops;
     m->dqkv_op = soft_ops ? take(&c, max_n * 3 * max_q) : NULL;
     m->datt_op = soft_ops ? take(&c, max_n * max_q) : NULL;
+    m->dinput_per_example = 0;
+    m->dinput = NULL;
+    if (m->want_input_grad) {
+        const et_stack *first = m->st[0].present ? &m->st[0] : &m->st[1];
+        int64_t cap = m->kind == ET_MODEL_KIND_ENCODER
+                          ? (int64_t)m->cfg.max_len * m->in_dim
+                          : (int64_t)first->T_cap * first->arch->embed_dim;
+        m->dinput = take(&c, B * cap);
+    }
     m->act_need = c.used;
 }
 
@@ -1461,14 +1470,22 @@ static void embed_tokens_backward(et_model *m, et_stack *s, const int32_t *ids)
     }
 }
 
-static int backward_classifier(et_model *m, float scale, char **err)
+/* dout: NULL for the loss's gradient (times scale), else the outputs'. */
+static int backward_classifier(et_model *m, float scale, const float *dout, int ones,
+                               char **err)
 {
     et_stack *s = &m->st[0];
     int64_t B = m->b_now, T = s->T, e = s->arch->embed_dim, N = B * T;
     int cls = m->space.pooling == ET_POOLING_CLS;
     int64_t L = T - cls;
-    et_cross_entropy(m->dlogits, m->logits, m->C, m->labels, B, m->C, m->cfg.label_smoothing,
-                     scale, NULL);
+    if (ones)
+        for (int64_t i = 0; i < B * m->C; i++)
+            m->dlogits[i] = 1.0f;
+    else if (dout)
+        memcpy(m->dlogits, dout, sizeof(float) * (size_t)(B * m->C));
+    else
+        et_cross_entropy(m->dlogits, m->logits, m->C, m->labels, B, m->C,
+                         m->cfg.label_smoothing, scale, NULL);
     memset(m->dpool, 0, sizeof(float) * (size_t)(B * e));
     et_linear_backward(m->dpool, e, G(m, m->t_head_w), s->E, G(m, m->t_head_b), m->dlogits, m->C,
                        m->pooled, e, P(m, m->t_head_w), s->E, B, e, m->C);
@@ -1503,8 +1520,13 @@ static int backward_classifier(et_model *m, float scale, char **err)
             else
                 memcpy(demb + (i * L + t - cls) * e, g, sizeof(float) * (size_t)e);
         }
-    et_linear_backward(NULL, 0, G(m, m->t_patch_w), m->in_dim, G(m, m->t_patch_b), demb, e,
-                       m->src, m->in_dim, P(m, m->t_patch_w), m->in_dim, B * L, m->in_dim, e);
+    if (m->dinput) {
+        memset(m->dinput, 0, sizeof(float) * (size_t)(B * L * m->in_dim));
+        m->dinput_per_example = L * m->in_dim;
+    }
+    et_linear_backward(m->dinput, m->in_dim, G(m, m->t_patch_w), m->in_dim, G(m, m->t_patch_b),
+                       demb, e, m->src, m->in_dim, P(m, m->t_patch_w), m->in_dim, B * L,
+                       m->in_dim, e);
     return 0;
 }
 
@@ -1532,13 +1554,19 @@ static void memory_backward(et_model *m)
     }
 }
 
-static int backward_tokens(et_model *m, float scale, char **err)
+static int backward_tokens(et_model *m, float scale, const float *dout, int ones, char **err)
 {
     et_stack *dec = &m->st[1];
     int64_t B = m->b_now, T = dec->T, N = B * T, e = dec->arch->embed_dim, V = m->V_tgt;
     int pre = m->space.norm == ET_NORM_PRE;
-    et_cross_entropy(m->dlogits, m->logits, V, m->targets, N, V, m->cfg.label_smoothing, scale,
-                     NULL);
+    if (ones || dout) {
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t k = 0; k < V; k++)
+                m->dlogits[i * V + k] = m->targets[i] < 0 ? 0.0f : ones ? 1.0f : dout[i * V + k];
+    } else {
+        et_cross_entropy(m->dlogits, m->logits, V, m->targets, N, V, m->cfg.label_smoothing,
+                         scale, NULL);
+    }
     float *dfz = m->dsub;
     memset(dfz, 0, sizeof(float) * (size_t)(N * e));
     const float *fz = pre ? dec->fz : dec->out;
@@ -1561,6 +1589,10 @@ static int backward_tokens(et_model *m, float scale, char **err)
     int rc = stack_backward(m, dec, err);
     if (rc)
         return rc;
+    if (!seq2seq && m->dinput) {
+        memcpy(m->dinput, m->dx, sizeof(float) * (size_t)(B * T * e));
+        m->dinput_per_example = T * e;
+    }
     embed_tokens_backward(m, dec, m->tgt_in);
     if (!seq2seq)
         return 0;
@@ -1569,6 +1601,11 @@ static int backward_tokens(et_model *m, float scale, char **err)
     memset(m->dx, 0, sizeof(float) * (size_t)(B * enc->T * enc->arch->embed_dim));
     if ((rc = stack_backward(m, enc, err)))
         return rc;
+    if (m->dinput) {
+        memcpy(m->dinput, m->dx,
+               sizeof(float) * (size_t)(B * enc->T * enc->arch->embed_dim));
+        m->dinput_per_example = (int64_t)enc->T * enc->arch->embed_dim;
+    }
     embed_tokens_backward(m, enc, m->src_tok);
     return 0;
 }
@@ -1577,8 +1614,36 @@ int et_model_backward(et_model *m, float scale, char **err)
 {
     if (!m->bound || !m->b_now)
         return et_fail(err, ET_STATUS_ERR_USAGE, "model: backward without a forward");
-    return m->kind == ET_MODEL_KIND_ENCODER ? backward_classifier(m, scale, err)
-                                            : backward_tokens(m, scale, err);
+    return m->kind == ET_MODEL_KIND_ENCODER ? backward_classifier(m, scale, NULL, 0, err)
+                                            : backward_tokens(m, scale, NULL, 0, err);
+}
+
+int et_model_backward_outputs(et_model *m, const float *dlogits, char **err)
+{
+    if (!m->bound || !m->b_now)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "model: backward without a forward");
+    int ones = dlogits == NULL;
+    return m->kind == ET_MODEL_KIND_ENCODER ? backward_classifier(m, 1.0f, dlogits, ones, err)
+                                            : backward_tokens(m, 1.0f, dlogits, ones, err);
+}
+
+int32_t et_model_input_dim(const et_model *m)
+{
+    return m->kind == ET_MODEL_KIND_ENCODER ? m->in_dim : 0;
+}
+
+void et_model_want_input_grad(et_model *m, int on)
+{
+    if (m->want_input_grad != (on != 0))
+        m->bound = 0;
+    m->want_input_grad = on != 0;
+}
+
+const float *et_model_input_grad(const et_model *m, int64_t *per_example)
+{
+    if (per_example)
+        *per_example = m->dinput_per_example;
+    return m->dinput;
 }
 
 /* ---------------------------------------------------------------- soft choices */

@@ -103,6 +103,20 @@ void et_model_clear_soft(et_model *m);
  * rows of ET_MAX_CHOICES floats. */
 const float *et_model_soft_grads(const et_model *m, int32_t stack, const float **op_grads);
 
+/* Gradients for zero-cost proxies. want_input_grad (before et_model_bind)
+ * makes backward also compute the gradient of the inputs: the vector
+ * inputs of a classifier, or the embedded (scaled, position-added) tokens
+ * of the first stack of a token model; et_model_input_grad returns it,
+ * (B, *per_example) floats. et_model_backward_outputs backpropagates a
+ * given gradient of the outputs instead of the loss's: dlogits (B, C), or
+ * (B, T, V) for token models, NULL for all ones (padded target rows get
+ * zero either way). */
+void et_model_want_input_grad(et_model *m, int on);
+/* Features per input position of a classifier (0 for token models). */
+int32_t et_model_input_dim(const et_model *m);
+const float *et_model_input_grad(const et_model *m, int64_t *per_example);
+int et_model_backward_outputs(et_model *m, const float *dlogits, char **err);
+
 /* Incremental decoding of token models, for greedy and beam search.
  * begin: with an arch bound for at least src->size examples of
  * src->src_len positions, runs the encoder on src (dropout off) and sets up

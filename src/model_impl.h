@@ -113,6 +113,9 @@ struct et_model {
     float *dseg[3];
     float *dx, *dsub, *dqkv, *datt, *dh, *dg, *dcq, *dckv, *dcatt, *work;
     float *dsoft_g, *dsoft_acc, *dqkv_op, *datt_op; /* soft layers' scratch */
+    int want_input_grad;
+    float *dinput; /* gradient of the inputs (zero-cost proxies) */
+    int64_t dinput_per_example;
     int64_t work_floats;
     int32_t *ibuf; /* targets (B*Tdec), key lengths */
     int32_t *targets, *key_len_buf, *mem_len[4];

@@ -27,6 +27,7 @@
 #include "store.h"
 #include "train.h"
 #include "util.h"
+#include "zerocost.h"
 
 typedef struct record {
     et_arch arch;
@@ -80,6 +81,8 @@ struct runner {
     strategy *strategies;
     strategy system; /* the host context of the task, the model and the proxies */
     float *probe;     /* (1, max_src_len, input_dim) zeros: the latency probe's input */
+    et_model *zc_model; /* zero-cost scoring at initialisation */
+    int32_t zc_batch;
 };
 
 static double now(void)
@@ -796,6 +799,40 @@ static int host_soft_evaluate(void *ctx, const et_arch *arch, et_eval_result *re
     return 0;
 }
 
+/* ---------------------------------------------------------------- zero-cost */
+
+static int host_zerocost(void *ctx, const et_arch *arch, int32_t batch, uint64_t seed,
+                         double *values, char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    if (batch < 2)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "zero-cost: batch must be >= 2");
+    if (!r->zc_model || r->zc_batch < batch) {
+        et_model_destroy(r->zc_model);
+        r->zc_model = NULL;
+        et_model_config mc = model_config(r);
+        mc.max_batch = batch;
+        mc.dropout = 0;
+        int rc = et_model_create(&r->x->space, &mc, &r->base, &r->zc_model, err);
+        if (rc)
+            return rc;
+        r->zc_batch = batch;
+    }
+    et_batch b;
+    char *terr = NULL;
+    int rc = r->task_vt->batch(r->task, ET_SPLIT_TRAIN, 0, batch, 0, &b, &terr);
+    if (rc) {
+        et_fail(err, rc, "zero-cost: %s", terr ? terr : "the task failed to give a batch");
+        free(terr);
+        return rc;
+    }
+    for (int k = 0; k < ET_ZC_KINDS; k++)
+        if ((rc = et_zerocost(r->zc_model, arch, &b, k, seed, &values[k], err)))
+            return rc;
+    values[ET_ZC_KINDS] = et_zerocost_lts(r->zc_model);
+    return 0;
+}
+
 static void host_for(runner *r, et_host *h, const char *section, void *ctx)
 {
     et_host_init(h, et_experiment_section_seed(r->x, section), r->x->threads, &r->x->space);
@@ -816,6 +853,7 @@ static void host_for(runner *r, et_host *h, const char *section, void *ctx)
     h->soft_checkpoint = host_soft_checkpoint;
     h->soft_resume = host_soft_resume;
     h->soft_evaluate = host_soft_evaluate;
+    h->zerocost = host_zerocost;
 }
 
 static char *effective_ini(const et_experiment *x)
@@ -1018,6 +1056,7 @@ static void teardown(runner *r)
     free(r->store_path);
     free(r->ckpt_path);
     free(r->probe);
+    et_model_destroy(r->zc_model);
 }
 
 /* ---------------------------------------------------------------- final and report */

@@ -4,7 +4,8 @@
 # information to it): the found arch keeps an attention block and scores
 # well with the soft supernet's weights; a large expected-cost coefficient on
 # the params proxy drives every layer to identity; and runs killed with
-# SIGKILL, resumed, end with the same logits and results. Prints TAP.
+# SIGKILL, resumed, end with the same logits and results. The zerocost
+# proxy's figures are recorded with every evaluation. Prints TAP.
 set -u
 : "${ET_BUILDDIR:=.}" "${ET_SRCDIR:=.}"
 etnas="$ET_BUILDDIR/etnas"
@@ -38,6 +39,8 @@ checkpoint_every = 50
 cost = params_m
 cost_coef = $3
 [proxy params]
+[proxy zerocost]
+batch = 16
 [train]
 steps = 300
 batch_size = 32
@@ -50,7 +53,7 @@ retrain = false
 INI
 }
 
-echo "1..4"
+echo "1..5"
 ini plain 300 0 >"$tmp/plain.ini"
 "$etnas" run "$tmp/plain.ini" >"$tmp/plain.out" 2>"$tmp/plain.err"
 rc=$?
@@ -60,6 +63,15 @@ if [ $rc -eq 0 ] && grep -q "^par #1: .*block=attention-only" "$tmp/plain.out" &
     ok "a task that needs attention keeps an attention block (valid accuracy $acc)"
 else
     not_ok "attention survives" "exit $rc, accuracy ${acc:-none}" "$(tail -n 12 "$tmp/plain.err")"
+fi
+
+if grep -q '"zc_grad_norm": [0-9]' "$tmp/plain/results.json" &&
+    grep -q '"zc_synflow": -*[0-9]' "$tmp/plain/results.json" &&
+    grep -q '"zc_jacob_cov": -*[0-9]' "$tmp/plain/results.json" &&
+    grep -q '"lts_params_m": 0\.' "$tmp/plain/results.json"; then
+    ok "the zerocost proxy's figures reach results.json"
+else
+    not_ok "zero-cost figures" "$(head -c 600 "$tmp/plain/results.json")"
 fi
 
 ini costly 300 100000 >"$tmp/costly.ini"

@@ -156,6 +156,16 @@ struct et_host {
      * and activation at their first listed choice, operators at choice 0
      * (the arch the soft supernet binds). */
     void (*arch_largest)(const et_space *space, et_arch *out);
+
+    /* ---- appended with the zero-cost proxies ---- */
+
+    /* Zero-cost scores of arch from one training batch of up to `batch`
+     * examples at initialisation (seeded by `seed`, the same for every arch
+     * so scores compare): values[0..4] = grad_norm, snip, synflow,
+     * jacob_cov (spec/search.md) and LTS's non-embedding parameters in
+     * millions (decoder only when there is a decoder). */
+    int (*zerocost)(void *ctx, const et_arch *arch, int32_t batch, uint64_t seed,
+                    double *values, char **err);
 };
 
 #define ET_HOST_HAS(host, member) \
