@@ -175,7 +175,15 @@ static int check_attention_list(et_experiment *x, const et_config_section *space
             char *s = open + 1;
             s[strlen(s) - 1] = 0; /* the closing ')' */
             while (*s) {
-                char *comma = strchr(s, ',');
+                /* options split at commas outside parentheses, so a value
+                 * may itself hold a call such as an opgraph expression */
+                char *comma = NULL;
+                int depth = 0;
+                for (char *t = s; *t && !comma; t++) {
+                    depth += *t == '(' ? 1 : *t == ')' ? -1 : 0;
+                    if (*t == ',' && depth == 0)
+                        comma = t;
+                }
                 if (comma)
                     *comma = 0;
                 char *eq = strchr(s, '=');

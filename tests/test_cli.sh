@@ -95,6 +95,13 @@ encoder_attention = fake_attn
 plugin = fake_search
 INI
 ETNAS_PLUGIN_PATH= "$etnas" check "$tmp/e.ini" >"$tmp/out" 2>&1 && grep -q ": ok$" "$tmp/out" && ok "check of a valid experiment" || not_ok "check" "$(cat "$tmp/out")"
+# an operator option whose value holds commas inside parentheses (opgraph)
+sed 's/^encoder_attention = .*/encoder_attention = fake_attn, opgraph(graph=matmul(softmax(scale(matmul(Q,transpose(K)))),V),recompute=false)/' \
+    "$tmp/e.ini" >"$tmp/og.ini"
+"$etnas" check "$tmp/og.ini" >"$tmp/out" 2>&1 && grep -q ": ok$" "$tmp/out" &&
+    ok "an opgraph expression with commas passes as one option value" || not_ok "opgraph option" "$(cat "$tmp/out")"
+sed 's/recompute=false)/recompute=false,graph=matmul(Q,V))/' "$tmp/og.ini" >"$tmp/og2.ini"
+expect 2 "graph" "a repeated option is still refused" -- check "$tmp/og2.ini"
 { cat "$tmp/e.ini"; printf '[trian]\nsteps = 3\n'; } >"$tmp/e2.ini"
 expect 2 "e2.ini:14: unknown section \[trian\] (did you mean \[train\]?)" "unknown section" -- check "$tmp/e2.ini"
 expect 2 "\-\-set: \[search one\] unknown key 'sise' (did you mean 'size'?)" "--set unknown key" -- check "$tmp/e.ini" --set "search one.sise=3"
