@@ -127,6 +127,38 @@ static const et_option_value *final_opt(const runner *r, const char *key)
 
 /* ---------------------------------------------------------------- costs */
 
+/* All figures of proxy p for arch, measured once per run: the first
+ * measurement is kept in the store, so every later question about the arch
+ * (a constraint, an evaluation's costs, a resumed run's replay) gets the
+ * same figures, noisy measurements such as latency included. */
+static int measure_cached(runner *r, size_t p, const et_arch *arch, double vals[32], char **err)
+{
+    const et_proxy_vtable *vt = r->proxies[p].sp->plugin->desc->vtable;
+    char key[160];
+    snprintf(key, sizeof key, "cost/%s/%016llx", r->proxies[p].sp->sec->name,
+             (unsigned long long)et_arch_hash(&r->x->space, arch));
+    void *data;
+    size_t n;
+    int rc = et_store_blob_get(r->store, r->run_id, key, &data, &n, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && n == sizeof(double) * 32) {
+        memcpy(vals, data, n);
+        free(data);
+        return 0;
+    }
+    free(data);
+    char *perr = NULL;
+    memset(vals, 0, sizeof(double) * 32);
+    rc = vt->measure(r->proxies[p].state, arch, vals, &perr);
+    if (rc) {
+        et_fail(err, rc, "[%s]: %s", r->proxies[p].sp->sec->name, perr ? perr : "measure failed");
+        free(perr);
+        return rc;
+    }
+    return et_store_blob_put(r->store, r->run_id, key, vals, sizeof(double) * 32, err);
+}
+
 static int proxy_cost(runner *r, const et_arch *arch, const char *figure, double *value,
                       char **err)
 {
@@ -136,14 +168,9 @@ static int proxy_cost(runner *r, const et_arch *arch, const char *figure, double
             if (strcmp(vt->figures[k], figure))
                 continue;
             double vals[32];
-            char *perr = NULL;
-            int rc = vt->measure(r->proxies[p].state, arch, vals, &perr);
-            if (rc) {
-                et_fail(err, rc, "[%s] %s: %s", r->proxies[p].sp->sec->name, figure,
-                        perr ? perr : "measure failed");
-                free(perr);
+            int rc = measure_cached(r, p, arch, vals, err);
+            if (rc)
                 return rc;
-            }
             *value = vals[k];
             return 0;
         }
@@ -173,13 +200,9 @@ static int all_costs(runner *r, const et_arch *arch, et_store_figures *out, char
     for (size_t p = 0; p < r->x->n_proxies; p++) {
         const et_proxy_vtable *vt = r->proxies[p].sp->plugin->desc->vtable;
         double vals[32];
-        char *perr = NULL;
-        int rc = vt->measure(r->proxies[p].state, arch, vals, &perr);
-        if (rc) {
-            et_fail(err, rc, "[%s]: %s", r->proxies[p].sp->sec->name, perr ? perr : "failed");
-            free(perr);
+        int rc = measure_cached(r, p, arch, vals, err);
+        if (rc)
             return rc;
-        }
         for (size_t k = 0; vt->figures && vt->figures[k] && k < 32; k++)
             if (!et_store_figures_find(out, vt->figures[k]))
                 et_store_figures_add(out, vt->figures[k], vals[k]);
