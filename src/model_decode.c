@@ -405,7 +405,7 @@ int et_model_decode_step(et_model *m, const int32_t *tokens, int32_t pos, const 
             mx = row[k] > mx ? row[k] : mx;
         double sum = 0;
         for (int64_t k = 0; k < V; k++)
-            sum += exp((double)(row[k] - mx));
+            sum += et_expf(row[k] - mx);
         float lse = mx + (float)log(sum);
         for (int64_t k = 0; k < V; k++)
             row[k] -= lse;
