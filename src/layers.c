@@ -501,3 +501,50 @@ void et_meanpool_backward(float *dinp, const float *dout, const int32_t *len, in
                 dinp[(i * t + j) * c + k] += dout[i * c + k] * inv;
     }
 }
+
+void et_dwconv_forward(float *out, const float *inp, int64_t ldx, const float *w, int64_t ldw,
+                       const int32_t *len, int64_t b, int64_t t, int64_t c, int32_t k, int causal)
+{
+    int64_t off = causal ? 0 : k / 2;
+    for (int64_t i = 0; i < b; i++) {
+        int64_t n = len ? len[i] : t;
+        for (int64_t p = 0; p < t; p++) {
+            float *o = out + (i * t + p) * ldx;
+            for (int64_t ch = 0; ch < c; ch++)
+                o[ch] = 0.0f;
+            for (int32_t j = 0; j < k; j++) {
+                int64_t src = p - j + off;
+                if (src < 0 || src >= n)
+                    continue;
+                const float *x = inp + (i * t + src) * ldx, *wj = w + (int64_t)j * ldw;
+                for (int64_t ch = 0; ch < c; ch++)
+                    o[ch] += wj[ch] * x[ch];
+            }
+        }
+    }
+}
+
+void et_dwconv_backward(float *dinp, float *dw, int64_t lddw, const float *dout,
+                        const float *inp, int64_t ldx, const float *w, int64_t ldw,
+                        const int32_t *len, int64_t b, int64_t t, int64_t c, int32_t k,
+                        int causal)
+{
+    int64_t off = causal ? 0 : k / 2;
+    for (int64_t i = 0; i < b; i++) {
+        int64_t n = len ? len[i] : t;
+        for (int64_t p = 0; p < t; p++) {
+            const float *g = dout + (i * t + p) * ldx;
+            for (int32_t j = 0; j < k; j++) {
+                int64_t src = p - j + off;
+                if (src < 0 || src >= n)
+                    continue;
+                const float *x = inp + (i * t + src) * ldx, *wj = w + (int64_t)j * ldw;
+                float *dx = dinp + (i * t + src) * ldx, *dwj = dw + (int64_t)j * lddw;
+                for (int64_t ch = 0; ch < c; ch++) {
+                    dwj[ch] += g[ch] * x[ch];
+                    dx[ch] += g[ch] * wj[ch];
+                }
+            }
+        }
+    }
+}

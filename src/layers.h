@@ -57,6 +57,19 @@ void et_dropout_backward(float *dx, int64_t count, float p, uint64_t seed, uint6
 double et_cross_entropy(float *dlogits, const float *logits, int64_t ldl, const int32_t *targets,
                         int64_t n, int64_t v, float eps, float scale, int64_t *counted);
 
+/* Depthwise convolution along time, each example apart: channel c of
+ * out[b, t] = sum_{j<K} w[j, c] * inp[b, t - j + off, c], off = 0 when
+ * causal (taps t, t-1, ..., t-K+1) else K/2 (centred); positions outside
+ * 0..len[b]-1 (len NULL: T) read 0, so padding never leaks in.
+ * inp, out (B,T,C) with row stride ldx; w (K,C) with row stride ldw. Plain
+ * loops: the kernel is its own reference. Backward accumulates dinp and dw. */
+void et_dwconv_forward(float *out, const float *inp, int64_t ldx, const float *w, int64_t ldw,
+                       const int32_t *len, int64_t b, int64_t t, int64_t c, int32_t k, int causal);
+void et_dwconv_backward(float *dinp, float *dw, int64_t lddw, const float *dout,
+                        const float *inp, int64_t ldx, const float *w, int64_t ldw,
+                        const int32_t *len, int64_t b, int64_t t, int64_t c, int32_t k,
+                        int causal);
+
 /* Mean over T rows per sequence: out (B,C) = mean_t inp (B,T,C) for t < len[b]
  * (len NULL = all T). Backward: dinp += dout / len. */
 void et_meanpool_forward(float *out, const float *inp, const int32_t *len, int64_t b, int64_t t,

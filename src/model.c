@@ -73,7 +73,7 @@ static const char *const layer_names[P_PER_LAYER] = {
     "ln1.gamma", "ln1.beta", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias",
     "ln2.gamma", "ln2.beta", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
     "lnc.gamma", "lnc.beta", "cq.weight", "cq.bias", "ckv.weight", "ckv.bias",
-    "cproj.weight", "cproj.bias"};
+    "cproj.weight", "cproj.bias", "dconv.weight"};
 
 static void stack_maxima(et_model *m, et_stack *s, const et_stack_space *sp, int32_t id)
 {
@@ -97,7 +97,7 @@ static void layer_tensors(et_model *m, et_stack *s, const char *prefix)
 {
     int32_t E = s->E, Q = s->Q, F = s->F, QC = s->QC;
     int32_t E_enc = m->st[0].E;
-    int parts = s->n_cross ? P_PER_LAYER : P_SELF_COUNT;
+    int parts = s->n_cross ? P_DCONV_W : P_SELF_COUNT;
     for (int32_t l = 0; l < s->L; l++) {
         for (int p = 0; p < P_PER_LAYER; p++)
             s->t_layer[l][p] = -1;
@@ -119,6 +119,8 @@ static void layer_tensors(et_model *m, et_stack *s, const char *prefix)
             }
             s->t_layer[l][p] = add_tensor(m, prefix, layer_names[p], r, c, r > 1);
         }
+        if (m->space.primer_dconv)
+            s->t_layer[l][P_DCONV_W] = add_tensor(m, prefix, layer_names[P_DCONV_W], 3, 3 * Q, 1);
     }
 }
 
@@ -365,6 +367,16 @@ void et_model_init(et_model *m, uint64_t seed)
         const char *dot = strrchr(x->name, '.');
         const char *kind = dot ? dot + 1 : x->name;
         et_rng r = et_rng_split(&base, (uint64_t)t);
+        size_t len = strlen(x->name);
+        if (len >= 12 && !strcmp(x->name + len - 12, "dconv.weight")) {
+            /* identity at init: the tap that reads position t is 1 (tap 0
+             * in causal decoders, the centre tap in encoders) */
+            memset(p, 0, sizeof(float) * (size_t)n);
+            int64_t tap = strncmp(x->name, "dec.", 4) ? 1 : 0;
+            for (int32_t c = 0; c < x->cols; c++)
+                p[tap * x->cols + c] = 1.0f;
+            continue;
+        }
         if (!strcmp(kind, "gamma")) {
             for (int64_t i = 0; i < n; i++)
                 p[i] = 1.0f;
@@ -511,6 +523,7 @@ static void plan_stack(et_model *m, et_stack *s, carve *c, int64_t *max_q, int64
         if (has_part(s, l, PART_ATTN)) {
             layer_dims(m, s, l, 0, &q, &d, &h);
             a->qkv = take(c, N * 3 * q);
+            a->qkv_pre = m->space.primer_dconv ? take(c, N * 3 * q) : NULL;
             a->att = take(c, N * q);
             et_attn_shape sh = self_shape(m, s, l, m->B, s->T_cap, NULL);
             for (int32_t o = 0; o < (s->soft_ops ? s->n_attn : 1); o++) {
@@ -627,6 +640,7 @@ static void plan(et_model *m, float *base)
     int soft_ops = m->st[0].soft_ops || m->st[1].soft_ops;
     m->dqkv_op = soft_ops ? take(&c, max_n * 3 * max_q) : NULL;
     m->datt_op = soft_ops ? take(&c, max_n * max_q) : NULL;
+    m->dqkv_pre = m->space.primer_dconv ? take(&c, max_n * 3 * max_q) : NULL;
     m->dinput_per_example = 0;
     m->dinput = NULL;
     if (m->want_input_grad) {
@@ -667,6 +681,8 @@ static void bind_stack_tensors(et_model *m, et_stack *s)
             BIND(t[P_QKV_B], 1, 3 * q);
             BIND(t[P_PROJ_W], e, q);
             BIND(t[P_PROJ_B], 1, e);
+            if (t[P_DCONV_W] >= 0)
+                BIND(t[P_DCONV_W], 3, 3 * q);
         }
         if (has_part(s, l, PART_CROSS)) {
             layer_dims(m, s, l, 1, &q, &d, &h);
@@ -867,7 +883,16 @@ static int self_forward(et_model *m, et_stack *s, int32_t l)
     int32_t q, d, h;
     layer_dims(m, s, l, 0, &q, &d, &h);
     const float *x = part_input(m, pa, P(m, t[P_LN1_G]), P(m, t[P_LN1_B]), N, e);
-    et_linear_forward(a->qkv, 3 * q, x, e, P(m, t[P_QKV_W]), E, P(m, t[P_QKV_B]), N, e, 3 * q);
+    if (a->qkv_pre) {
+        /* Primer: qkv = dconv(x W^T + b), per channel along time */
+        et_linear_forward(a->qkv_pre, 3 * q, x, e, P(m, t[P_QKV_W]), E, P(m, t[P_QKV_B]), N, e,
+                          3 * q);
+        et_dwconv_forward(a->qkv, a->qkv_pre, 3 * q, P(m, t[P_DCONV_W]), 3 * Q,
+                          s->id ? NULL : s->key_len, m->b_now, T, 3 * q, 3, s->id);
+    } else {
+        et_linear_forward(a->qkv, 3 * q, x, e, P(m, t[P_QKV_W]), E, P(m, t[P_QKV_B]), N, e,
+                          3 * q);
+    }
     et_attn_shape sh = self_shape(m, s, l, m->b_now, (int32_t)T, s->key_len);
     int32_t n_ops = s->soft_ops ? s->n_attn : 1;
     for (int32_t o = 0; o < n_ops; o++) {
@@ -1364,8 +1389,16 @@ static int self_backward(et_model *m, et_stack *s, int32_t l)
         }
     }
     const float *x = m->space.norm == ET_NORM_PRE ? pa->z : pa->in;
+    const float *dlin = m->dqkv;
+    if (a->qkv_pre) {
+        memset(m->dqkv_pre, 0, sizeof(float) * (size_t)(N * 3 * q));
+        et_dwconv_backward(m->dqkv_pre, G(m, t[P_DCONV_W]), 3 * Q, m->dqkv, a->qkv_pre, 3 * q,
+                           P(m, t[P_DCONV_W]), 3 * Q, s->id ? NULL : s->key_len, m->b_now, T,
+                           3 * q, 3, s->id);
+        dlin = m->dqkv_pre;
+    }
     memset(du, 0, sizeof(float) * (size_t)(N * e));
-    et_linear_backward(du, e, G(m, t[P_QKV_W]), E, G(m, t[P_QKV_B]), m->dqkv, 3 * q, x, e,
+    et_linear_backward(du, e, G(m, t[P_QKV_W]), E, G(m, t[P_QKV_B]), dlin, 3 * q, x, e,
                        P(m, t[P_QKV_W]), E, N, e, 3 * q);
     part_backward_input(m, pa, P(m, t[P_LN1_G]), G(m, t[P_LN1_G]), G(m, t[P_LN1_B]), du, N, e);
     return 0;

@@ -60,6 +60,7 @@ static int64_t plan(et_model *m, float *base)
     for (int32_t l = 0; l < s->arch->layers; l++) {
         int32_t q, dd, h;
         d->dstate[l] = d->spare[l] = d->ckv[l] = NULL;
+        d->dconv[l] = d->dconv_spare[l] = NULL;
         if (has_attn(s, l)) {
             dims(m, s, l, 0, &q, &dd, &h);
             maxq = q > maxq ? q : maxq;
@@ -70,6 +71,10 @@ static int64_t plan(et_model *m, float *base)
             d->dstate_floats[l] = vt->decode_floats(st, &one, d->max_len);
             d->dstate[l] = take(&c, R * d->dstate_floats[l]);
             d->spare[l] = take(&c, R * d->dstate_floats[l]);
+            if (m->space.primer_dconv) {
+                d->dconv[l] = take(&c, R * 2 * 3 * q);
+                d->dconv_spare[l] = take(&c, R * 2 * 3 * q);
+            }
             int64_t w = vt->work_floats(st, &full);
             work = w > work ? w : work;
             if (s->n_cross) {
@@ -95,6 +100,7 @@ static int64_t plan(et_model *m, float *base)
     d->mean = take(&c, R);
     d->rstd = take(&c, R);
     d->qkv = take(&c, R * 3 * maxq);
+    d->qkv_pre = take(&c, R * 3 * maxq);
     d->att = take(&c, R * maxq);
     d->cq = take(&c, R * maxqc);
     d->catt = take(&c, R * maxqc);
@@ -220,6 +226,8 @@ int et_model_decode_begin(et_model *m, const et_batch *src, int32_t beams, int32
         et_attn_shape one = {1, h, 1, 1, dd, dd, ET_ATTN_MODE_CAUSAL, NULL};
         for (int32_t i = 0; i < d->rows; i++)
             vt->decode_reset(st, &one, max_len, d->dstate[l] + (int64_t)i * d->dstate_floats[l]);
+        if (d->dconv[l])
+            memset(d->dconv[l], 0, sizeof(float) * (size_t)d->rows * 2 * 3 * q);
         if (!s->n_cross)
             continue;
         /* cross keys and values of each sentence: (B*Sk, 2qc) = mem_k . Wckv^T */
@@ -278,8 +286,27 @@ static int self_step(et_model *m, int32_t l, int32_t pos)
     int32_t q, dd, h;
     dims(m, s, l, 0, &q, &dd, &h);
     const float *x = part_begin(m, et_model_param(m, t[P_LN1_G]), et_model_param(m, t[P_LN1_B]));
-    et_linear_forward(d->qkv, 3 * q, x, e, et_model_param(m, t[P_QKV_W]), s->E,
-                      et_model_param(m, t[P_QKV_B]), R, e, 3 * q);
+    if (d->dconv[l]) {
+        /* Primer, causal: qkv_t = w0 pre_t + w1 pre_{t-1} + w2 pre_{t-2}, the
+         * two past inputs kept per hypothesis (zeros before the start) */
+        int64_t C = 3 * q;
+        et_linear_forward(d->qkv_pre, C, x, e, et_model_param(m, t[P_QKV_W]), s->E,
+                          et_model_param(m, t[P_QKV_B]), R, e, C);
+        const float *w = et_model_param(m, t[P_DCONV_W]);
+        int64_t ldw = 3 * s->Q;
+        for (int64_t i = 0; i < R; i++) {
+            float *now = d->qkv_pre + i * C, *out = d->qkv + i * C;
+            float *p1 = d->dconv[l] + i * 2 * C, *p2 = p1 + C;
+            for (int64_t ch = 0; ch < C; ch++) {
+                out[ch] = w[ch] * now[ch] + w[ldw + ch] * p1[ch] + w[2 * ldw + ch] * p2[ch];
+                p2[ch] = p1[ch];
+                p1[ch] = now[ch];
+            }
+        }
+    } else {
+        et_linear_forward(d->qkv, 3 * q, x, e, et_model_param(m, t[P_QKV_W]), s->E,
+                          et_model_param(m, t[P_QKV_B]), R, e, 3 * q);
+    }
     const et_attention_vtable *vt = et_model_attn_vt(m, s, l, 0);
     void *st = et_model_attn_state(m, s, l, 0);
     if (vt->set_step)
@@ -428,5 +455,16 @@ void et_model_decode_reorder(et_model *m, const int32_t *from)
         float *t = d->dstate[l];
         d->dstate[l] = d->spare[l];
         d->spare[l] = t;
+        if (d->dconv[l]) {
+            int32_t q, dd, h;
+            dims(m, s, l, 0, &q, &dd, &h);
+            int64_t k = 2 * 3 * (int64_t)q;
+            for (int64_t i = 0; i < d->rows; i++)
+                memcpy(d->dconv_spare[l] + i * k, d->dconv[l] + (int64_t)from[i] * k,
+                       sizeof(float) * (size_t)k);
+            t = d->dconv[l];
+            d->dconv[l] = d->dconv_spare[l];
+            d->dconv_spare[l] = t;
+        }
     }
 }

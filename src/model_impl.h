@@ -14,6 +14,7 @@ enum {
     P_LN1_G, P_LN1_B, P_QKV_W, P_QKV_B, P_PROJ_W, P_PROJ_B, P_LN2_G, P_LN2_B,
     P_FC1_W, P_FC1_B, P_FC2_W, P_FC2_B,
     P_LNC_G, P_LNC_B, P_CQ_W, P_CQ_B, P_CKV_W, P_CKV_B, P_CPROJ_W, P_CPROJ_B,
+    P_DCONV_W, /* Primer's depthwise convolution after Q, K, V (3 taps, 3Q channels) */
     P_PER_LAYER
 };
 #define P_SELF_COUNT P_LNC_G
@@ -31,6 +32,7 @@ typedef struct part_act {
 typedef struct layer_act {
     part_act part[PARTS]; /* out == NULL: the part is absent */
     float *qkv;           /* (N,3q) */
+    float *qkv_pre;       /* (N,3q) before Primer's convolution (NULL without it) */
     float *att;           /* (N,q) */
     float *saved;         /* the self-attention operator's saved state */
     float *cq, *catt;     /* (N,qc) cross queries and outputs */
@@ -82,6 +84,8 @@ typedef struct et_decode {
     float *dstate[ET_MAX_LAYERS]; /* rows blocks of dstate_floats[l] */
     float *spare[ET_MAX_LAYERS];  /* the same, for reorder */
     int64_t dstate_floats[ET_MAX_LAYERS];
+    float *dconv[ET_MAX_LAYERS], *dconv_spare[ET_MAX_LAYERS]; /* (rows, 2, 3q) past inputs */
+    float *qkv_pre;
     int32_t *cross_len;           /* (3, rows) key lengths per connect */
     int32_t cross_rows;           /* rows cross_len has room for */
 } et_decode;
@@ -113,6 +117,7 @@ struct et_model {
     float *dseg[3];
     float *dx, *dsub, *dqkv, *datt, *dh, *dg, *dcq, *dckv, *dcatt, *work;
     float *dsoft_g, *dsoft_acc, *dqkv_op, *datt_op; /* soft layers' scratch */
+    float *dqkv_pre; /* Primer's convolution: gradient of its input */
     int want_input_grad;
     float *dinput; /* gradient of the inputs (zero-cost proxies) */
     int64_t dinput_per_example;

@@ -15,7 +15,7 @@
 
 #define LIST(help) ET_OPTION_TYPE_STRING, "", 1, 0, NULL, help
 
-/* head_dim, qkv_dim, norm, pooling, positions and share_embeddings stay the last six: et_space_from_section
+/* head_dim, qkv_dim, norm, pooling, positions, share_embeddings and primer_dconv stay the last seven: et_space_from_section
  * reads them by position. */
 const et_option_decl et_space_options[] = {
     {"encoder_embed_dim", LIST("encoder embedding dims, e.g. '64, 96, 128' (sets up the encoder)")},
@@ -47,6 +47,9 @@ const et_option_decl et_space_options[] = {
     {"share_embeddings", ET_OPTION_TYPE_BOOL, "true", 0, 0, NULL,
      "seq2seq: one token table for source and target (needs a joint vocabulary); the output "
      "projection is always the target table"},
+    {"primer_dconv", ET_OPTION_TYPE_BOOL, "false", 0, 0, NULL,
+     "Primer's multi-dconv-head: a depthwise convolution of width 3 along time after the Q, K "
+     "and V projections (causal in decoders, centred in encoders)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -346,7 +349,7 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
     out->kind = has_enc && has_dec ? ET_MODEL_KIND_SEQ2SEQ
                                    : has_enc ? ET_MODEL_KIND_ENCODER : ET_MODEL_KIND_DECODER;
     size_t n_opts = et_options_count(et_space_options);
-    int64_t head_dim = vals[n_opts - 6].i, qkv_dim = vals[n_opts - 5].i;
+    int64_t head_dim = vals[n_opts - 7].i, qkv_dim = vals[n_opts - 6].i;
     if (head_dim && qkv_dim)
         return bad(&c, "qkv_dim", "%s", "set head_dim or qkv_dim, not both");
     if (qkv_dim) {
@@ -356,10 +359,11 @@ int et_space_from_section(const et_config_section *sec, et_space *out, char **er
         out->heads_rule = ET_HEADS_RULE_HEAD_DIM;
         out->head_dim = head_dim ? (int32_t)head_dim : 64;
     }
-    out->norm = (int32_t)vals[n_opts - 4].i;
-    out->pooling = (int32_t)vals[n_opts - 3].i;
-    out->positions = (int32_t)vals[n_opts - 2].i;
-    out->share_embeddings = (int32_t)vals[n_opts - 1].i;
+    out->norm = (int32_t)vals[n_opts - 5].i;
+    out->pooling = (int32_t)vals[n_opts - 4].i;
+    out->positions = (int32_t)vals[n_opts - 3].i;
+    out->share_embeddings = (int32_t)vals[n_opts - 2].i;
+    out->primer_dconv = (int32_t)vals[n_opts - 1].i;
     if ((rc = check_heads(&c, out, "encoder_heads", &out->enc.heads)) ||
         (rc = check_heads(&c, out, "decoder_heads", &out->dec.heads)) ||
         (rc = check_heads(&c, out, "decoder_cross_heads", &out->dec.cross_heads)))
@@ -497,6 +501,8 @@ int et_space_format(const et_space *s, char *buf, size_t n)
     o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "norm = %s\npooling = %s\n",
                           s->norm == ET_NORM_PRE ? "pre" : "post",
                           s->pooling == ET_POOLING_CLS ? "cls" : "mean");
+    if (s->primer_dconv)
+        o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, "primer_dconv = true\n");
     if (s->kind != ET_MODEL_KIND_ENCODER)
         o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0,
                               "positions = %s\nshare_embeddings = %s\n",

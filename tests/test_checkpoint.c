@@ -37,7 +37,8 @@ static void run_init(run *r, const char *text)
 {
     r->s = tu_space(text);
     et_host_init(&r->host, 1, 1, &r->s);
-    et_model_config cfg = {5, 3, 4, B, 0.2f, 0.1f, ref_impl};
+    et_model_config cfg = {.input_dim = 5, .max_len = 3, .num_classes = 4, .max_batch = B,
+                           .dropout = 0.2f, .label_smoothing = 0.1f, .enc_attention = ref_impl};
     char *err = NULL;
     cr_assert_eq(et_model_create(&r->s, &cfg, &r->host, &r->m, &err), 0, "%s", err);
     et_model_init(r->m, 2);

@@ -34,7 +34,8 @@ static et_model *make(const et_space *s, int32_t pooling, uint64_t seed)
     et_space sp = *s;
     sp.pooling = pooling;
     et_host_init(&host, seed, 1, s);
-    et_model_config cfg = {IN, LEN, C, B, 0.0f, 0.1f, ref_impl};
+    et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
+                           .label_smoothing = 0.1f, .enc_attention = ref_impl};
     et_model *m;
     char *err = NULL;
     cr_assert_eq(et_model_create(&sp, &cfg, &host, &m, &err), 0, "%s", err);
@@ -259,7 +260,8 @@ Test(model, forward_is_deterministic_and_dropout_is_seeded)
     /* with dropout: same (seed, step) same loss, another step another loss */
     static et_host host;
     et_host_init(&host, 31, 1, &s);
-    et_model_config cfg = {IN, LEN, C, B, 0.3f, 0.1f, ref_impl};
+    et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
+                           .dropout = 0.3f, .label_smoothing = 0.1f, .enc_attention = ref_impl};
     cr_assert_eq(et_model_create(&s, &cfg, &host, &f.m, &err), 0, "%s", err);
     et_model_init(f.m, 31);
     cr_assert_eq(et_model_bind(f.m, &a, B, LEN, &err), 0, "%s", err);

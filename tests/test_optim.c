@@ -39,7 +39,8 @@ static et_model *tiny(et_space *s, int32_t B)
 {
     static et_host host;
     et_host_init(&host, 1, 1, s);
-    et_model_config cfg = {5, 3, 4, B, 0.0f, 0.0f, ref_impl};
+    et_model_config cfg = {.input_dim = 5, .max_len = 3, .num_classes = 4, .max_batch = B,
+                           .enc_attention = ref_impl};
     et_model *m;
     char *err = NULL;
     cr_assert_eq(et_model_create(s, &cfg, &host, &m, &err), 0, "%s", err);

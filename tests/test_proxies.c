@@ -338,7 +338,8 @@ static void engine_params(const et_space *s, const et_arch *a, long long *all, l
 {
     et_host host;
     et_host_init(&host, 5, 1, s);
-    et_model_config cfg = {IN, LEN, C, 1, 0.0f, 0.0f, ref_impl};
+    et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = 1,
+                           .enc_attention = ref_impl};
     et_model *m;
     char *err = NULL;
     cr_assert_eq(et_model_create(s, &cfg, &host, &m, &err), 0, "%s", err);
@@ -415,6 +416,27 @@ Test(params, encoder_classifier_equals_the_engine)
             cr_expect_eq(by_pooling[0] - by_pooling[1], 2 * 8);
         }
     cr_expect_eq(compared, 72);
+}
+
+Test(params, primer_dconv_equals_the_engine)
+{
+    et_space s = tu_space(ENC_SPACE("head_dim = 4\nprimer_dconv = true", "pre", "cls"));
+    et_space plain = tu_space(ENC_SPACE("head_dim = 4", "pre", "cls"));
+    et_task_info task = {.model_kind = ET_MODEL_KIND_ENCODER, .num_classes = C, .input_dim = IN,
+                         .max_src_len = LEN};
+    et_rng rng = et_rng_from_seed(5);
+    for (int k = 0; k < 6; k++) {
+        et_arch a;
+        et_arch_sample(&s, &rng, &a);
+        long long all, tables, embed, all_plain, tables_plain;
+        engine_params(&s, &a, &all, &tables);
+        engine_params(&plain, &a, &all_plain, &tables_plain);
+        cr_assert_gt(all, all_plain, "arch %d: the convolution adds parameters", k);
+        et_host host;
+        et_host_init(&host, 1, 1, &s);
+        host.task = &task;
+        cr_expect_eq(params_of(&host, "", &a, &embed), all, "arch %d", k);
+    }
 }
 
 /* ---------------------------------------------------------------- by hand */

@@ -293,7 +293,7 @@ static et_option_value *default_options(const et_plugin_descriptor *d)
     return v;
 }
 
-static void decode_matches_teacher_forcing(const char *norm, int beams)
+static void decode_matches_teacher_forcing(const char *norm, int beams, const char *extra)
 {
     static const char *const names[2] = {"softmax", "linear"};
     plugins pl;
@@ -303,7 +303,7 @@ static void decode_matches_teacher_forcing(const char *norm, int beams)
         pl.impl[i].opts = default_options(p->desc);
     }
     char text[2048];
-    snprintf(text, sizeof text, S2S_SPACE("%s"), norm);
+    snprintf(text, sizeof text, S2S_SPACE("%s") "%s", norm, extra);
     et_space s = tu_space(text);
     fixture f;
     f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, pl.impl, 0.0f, 17);
@@ -366,12 +366,48 @@ static void decode_matches_teacher_forcing(const char *norm, int beams)
 
 Test(seq2seq, decode_equals_teacher_forcing_pre_norm)
 {
-    decode_matches_teacher_forcing("pre", 1);
+    decode_matches_teacher_forcing("pre", 1, "");
+}
+
+Test(seq2seq, decode_equals_teacher_forcing_with_primer_dconv)
+{
+    decode_matches_teacher_forcing("pre", 2, "primer_dconv = true\n");
+}
+
+Test(seq2seq, gradients_with_primer_dconv)
+{
+    /* random taps: the identity initialisation would hide a wrong tap */
+    gradients_over_samples(S2S_SPACE("pre") "primer_dconv = true\n", 0, ET_POSITIONS_SINUSOIDAL);
+}
+
+Test(seq2seq, primer_dconv_lets_no_padding_in)
+{
+    et_space s = tu_space(S2S_SPACE("post") "primer_dconv = true\n");
+    fixture f;
+    f.m = make(&s, 0, ET_POSITIONS_SINUSOIDAL, ref_impl, 0.0f, 6);
+    fill_batch(&f, 3, 1);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    int64_t n;
+    float *p = et_model_params(f.m, &n);
+    et_rng r = et_rng_from_seed(2);
+    for (int64_t i = 0; i < n; i++)
+        p[i] += (float)(0.1 * et_rng_normal(&r));
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double l1, l2;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &l1, NULL, &err), 0, "%s", err);
+    for (int i = 0; i < B; i++)
+        for (int t = f.src_lens[i]; t < S; t++)
+            f.src[i * S + t] = 8;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &l2, NULL, &err), 0, "%s", err);
+    cr_assert_float_eq(l1, l2, 1e-9 * fabs(l1));
+    et_model_destroy(f.m);
 }
 
 Test(seq2seq, decode_equals_teacher_forcing_post_norm_with_beams)
 {
-    decode_matches_teacher_forcing("post", 3);
+    decode_matches_teacher_forcing("post", 3, "");
 }
 
 Test(seq2seq, bad_batches_and_decode_calls_are_refused)

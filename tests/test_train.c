@@ -90,7 +90,8 @@ static void rig_init(rig *r, uint64_t seed, int32_t sampling, int64_t steps)
     r->s = tu_space(space_text);
     r->s.pooling = ET_POOLING_MEAN;
     et_host_init(&r->host, seed, 1, &r->s);
-    et_model_config mc = {D, T, D, MAXB, 0.0f, 0.0f, ref_impl};
+    et_model_config mc = {.input_dim = D, .max_len = T, .num_classes = D, .max_batch = MAXB,
+                          .enc_attention = ref_impl};
     char *err = NULL;
     cr_assert_eq(et_model_create(&r->s, &mc, &r->host, &r->m, &err), 0, "%s", err);
     et_model_init(r->m, seed);

@@ -91,6 +91,7 @@ typedef struct et_space {
     et_stack_space enc, dec;
     int32_t positions;        /* token models: 0 sinusoidal, 1 learned */
     int32_t share_embeddings; /* seq2seq: one source/target token table */
+    int32_t primer_dconv;     /* Primer's depthwise convolution (width 3) after Q, K, V */
 } et_space;
 
 typedef struct et_layer_arch {

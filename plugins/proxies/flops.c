@@ -13,7 +13,8 @@
  * etnas, per part of a layer with T rows, embed dim e, q/k/v width q,
  * d = q / heads, FFN dim f (the space's heads rule gives q):
  *   attention  LN T*e + QKV T*e*3q + the operator's own count
- *              (host->attention_macs) + proj T*q*e
+ *              (host->attention_macs) + proj T*q*e (+ 3 taps x T*3q with
+ *              Primer's depthwise convolution)
  *   cross      LN T*e + Q T*e*qx + KV 2*S*e_enc*qx + operator + out T*qx*e
  *   FFN        LN T*e + FC1 T*e*f + FC2 T*f*e
  * a LayerNorm's affine being one MAC per element; plus a final LN T*e per
@@ -187,6 +188,8 @@ static int stack_flops(const flops_state *f, const et_arch *arch, int stack, dou
                                     &core, err)))
                     return rc;
                 c->macs += T * e * 3 * q + core + T * q * e;
+                if (space->primer_dconv) /* 3 taps per q/k/v channel */
+                    c->macs += 3 * T * 3 * q;
                 c->other += T * 3 * q + 2 * T * e;
             }
         }

@@ -96,7 +96,8 @@ static int64_t stack_params(const et_space *space, const et_arch *arch, int stac
         geom_layer g;
         geom_layer_get(space, arch, stack, l, &g);
         if (g.attn)
-            n += 2 * e + 3 * g.q * e + 3 * g.q + e * g.q + e;
+            n += 2 * e + 3 * g.q * e + 3 * g.q + e * g.q + e +
+                 (space->primer_dconv ? 3 * 3 * g.q : 0); /* Primer: 3 taps per channel */
         if (g.cross)
             n += 2 * e + g.qx * e + g.qx + 2 * g.qx * e_enc + 2 * g.qx + e * g.qx + e;
         if (g.ffn)
