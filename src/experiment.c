@@ -40,6 +40,8 @@ const et_option_decl et_train_options[] = {
     {"clip_norm", ET_OPTION_TYPE_FLOAT, "1.0", 0, 1e6, NULL, "clip gradients to this global norm (0 = off)"},
     {"label_smoothing", ET_OPTION_TYPE_FLOAT, "0.1", 0, 1, NULL, "cross-entropy label smoothing"},
     {"dropout", ET_OPTION_TYPE_FLOAT, "0.1", 0, 1, NULL, "residual dropout"},
+    {"activation_dropout", ET_OPTION_TYPE_FLOAT, "0", 0, 1, NULL,
+     "dropout on the FFN's hidden activations (after the activation)"},
     {"sampling", ET_OPTION_TYPE_CHOICE, "uniform", 0, -1, "uniform|sandwich", "supernet subnet sampling per update"},
     {"eval_batch_size", ET_OPTION_TYPE_INT, "128", 1, 1 << 20, NULL, "examples per evaluation batch"},
     {"beam", ET_OPTION_TYPE_INT, "1", 1, 64, NULL, "token tasks scored by decoding: beam size (1 = greedy)"},

@@ -964,6 +964,9 @@ static void ffn_forward(et_model *m, et_stack *s, int32_t l)
     const float *x = part_input(m, pa, P(m, t[P_LN2_G]), P(m, t[P_LN2_B]), N, e);
     et_linear_forward(a->h, f, x, e, P(m, t[P_FC1_W]), s->E, P(m, t[P_FC1_B]), N, e, f);
     et_activation_forward(g->activation, a->g, a->h, N * f);
+    if (m->training && m->cfg.activation_dropout > 0)
+        et_dropout_forward(a->g, N * f, m->cfg.activation_dropout, dropout_seed(m),
+                           site(s, l, PART_FFN) + 4);
     et_linear_forward(m->dsub, e, a->g, f, P(m, t[P_FC2_W]), s->F, P(m, t[P_FC2_B]), N, f, e);
     part_forward(m, pa, P(m, t[P_LN2_G]), P(m, t[P_LN2_B]), m->dsub, site(s, l, PART_FFN), N, e);
 }
@@ -1295,6 +1298,9 @@ static void ffn_backward(et_model *m, et_stack *s, int32_t l)
     memset(m->dg, 0, sizeof(float) * (size_t)(N * f));
     et_linear_backward(m->dg, f, G(m, t[P_FC2_W]), s->F, G(m, t[P_FC2_B]), du, e, a->g, f,
                        P(m, t[P_FC2_W]), s->F, N, f, e);
+    if (m->training && m->cfg.activation_dropout > 0)
+        et_dropout_backward(m->dg, N * f, m->cfg.activation_dropout, dropout_seed(m),
+                            site(s, l, PART_FFN) + 4);
     memset(m->dh, 0, sizeof(float) * (size_t)(N * f));
     et_activation_backward(g->activation, m->dh, a->h, m->dg, N * f);
     const float *x = m->space.norm == ET_NORM_PRE ? pa->z : pa->in;

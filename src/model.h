@@ -45,6 +45,7 @@ typedef struct et_model_config {
     int32_t share_embeddings;      /* 1: one table for source and target (equal vocabs) */
     /* one per choice of the decoder's self- and cross-attention lists */
     const et_attn_impl *dec_attention, *cross_attention;
+    float activation_dropout; /* dropout on the FFN's hidden activations */
 } et_model_config;
 
 typedef struct et_model et_model;

@@ -304,6 +304,8 @@ static et_model_config model_config(const runner *r)
                              .num_classes = r->info.num_classes,
                              .max_batch = bs,
                              .dropout = (float)train_opt(r, "dropout")->f,
+                             .activation_dropout =
+                                 (float)train_opt(r, "activation_dropout")->f,
                              .label_smoothing = (float)train_opt(r, "label_smoothing")->f,
                              .enc_attention = r->impl[ET_STACK_ENC_SELF],
                              .src_vocab = r->info.src_vocab,

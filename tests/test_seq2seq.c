@@ -62,6 +62,7 @@ static et_model *make(const et_space *s, int share, int positions, const et_attn
     cfg.max_len = S;
     cfg.max_batch = B;
     cfg.dropout = dropout;
+    cfg.activation_dropout = dropout;
     cfg.label_smoothing = 0.1f;
     cfg.enc_attention = impl;
     cfg.dec_attention = impl;
