@@ -142,6 +142,72 @@ static int bind_plugin(et_experiment *x, const et_config_section *sec, int kind,
     return et_options_bind(out->plugin->desc->options, sec, plugin_key, verbose, out->opts, err);
 }
 
+int et_attn_choice_resolve(const et_registry *reg, const char *text, const char *where,
+                           const char *key, const char *file, int line, et_attn_choice *c,
+                           char **err)
+{
+    memset(c, 0, sizeof *c);
+    c->text = et_strdup(text);
+    if (!c->text)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    char *open = strchr(c->text, '(');
+    if (open)
+        *open = 0;
+    char at[700];
+    snprintf(at, sizeof at, "%s: [space] %s", where, key);
+    int rc = et_registry_get(reg, ET_PLUGIN_KIND_ATTENTION, c->text, at, &c->plugin, err);
+    if (rc)
+        return rc;
+    char label[ET_MAX_CHOICE_TEXT + 64];
+    snprintf(label, sizeof label, "space %s: %s", key, c->text);
+    et_config_section opts = {.name = label, .kind = "space", .label = "", .file = file,
+                              .line = line};
+    et_config_entry entries[ET_MAX_CHOICE_TEXT / 2];
+    if (open) {
+        char *s = open + 1;
+        size_t len = strlen(s);
+        if (!len || s[len - 1] != ')')
+            return et_fail(err, ET_STATUS_ERR_USAGE, "%s: [space] %s: '%s': options go in (...)",
+                           where, key, text);
+        s[len - 1] = 0; /* the closing ')' */
+        while (*s) {
+            /* options split at commas outside parentheses, so a value may
+             * itself hold a call such as an opgraph expression */
+            char *comma = NULL;
+            int depth = 0;
+            for (char *t = s; *t && !comma; t++) {
+                depth += *t == '(' ? 1 : *t == ')' ? -1 : 0;
+                if (*t == ',' && depth == 0)
+                    comma = t;
+            }
+            if (comma)
+                *comma = 0;
+            char *eq = strchr(s, '=');
+            if (!eq || eq == s || opts.n >= ET_MAX_CHOICE_TEXT / 2)
+                return et_fail(err, ET_STATUS_ERR_USAGE,
+                               "%s: [space] %s: '%s': options are key=value pairs", where, key,
+                               text);
+            *eq = 0;
+            entries[opts.n++] = (et_config_entry){s, eq + 1, opts.file, opts.line, 0};
+            s = comma ? comma + 1 : s + strlen(s);
+        }
+    }
+    opts.entries = entries;
+    size_t n = et_options_count(c->plugin->desc->options);
+    c->opts = calloc(n + 1, sizeof *c->opts);
+    if (!c->opts)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    return et_options_bind(c->plugin->desc->options, &opts, NULL, 0, c->opts, err);
+}
+
+void et_attn_choice_free(et_attn_choice *c)
+{
+    free(c->text);
+    free(c->opts);
+    c->text = NULL;
+    c->opts = NULL;
+}
+
 /* Each attention choice "name(k=v,...)" of the space names an attention
  * plugin and valid options for it; the resolved choices are kept. */
 static int check_attention_list(et_experiment *x, const et_config_section *space_sec,
@@ -155,55 +221,11 @@ static int check_attention_list(et_experiment *x, const et_config_section *space
     else
         et_section_where(space_sec, where, sizeof where);
     for (int32_t i = 0; i < ch->n; i++) {
-        et_attn_choice *c = &x->attn[stack][i];
         x->n_attn[stack] = i + 1;
-        c->text = et_strdup(ch->v[i]);
-        if (!c->text)
-            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        char *open = strchr(c->text, '(');
-        if (open)
-            *open = 0;
-        char at[700];
-        snprintf(at, sizeof at, "%s: [space] %s", where, key);
-        int rc = et_registry_get(&x->reg, ET_PLUGIN_KIND_ATTENTION, c->text, at, &c->plugin, err);
+        int rc = et_attn_choice_resolve(&x->reg, ch->v[i], where, key,
+                                        e ? e->file : space_sec->file, e ? e->line : 0,
+                                        &x->attn[stack][i], err);
         if (rc)
-            return rc;
-        char label[ET_MAX_CHOICE_TEXT + 64];
-        snprintf(label, sizeof label, "space %s: %s", key, c->text);
-        et_config_section opts = {.name = label, .kind = "space", .label = "",
-                                  .file = e ? e->file : space_sec->file, .line = e ? e->line : 0};
-        et_config_entry entries[ET_MAX_CHOICE_TEXT / 2];
-        if (open) {
-            char *s = open + 1;
-            s[strlen(s) - 1] = 0; /* the closing ')' */
-            while (*s) {
-                /* options split at commas outside parentheses, so a value
-                 * may itself hold a call such as an opgraph expression */
-                char *comma = NULL;
-                int depth = 0;
-                for (char *t = s; *t && !comma; t++) {
-                    depth += *t == '(' ? 1 : *t == ')' ? -1 : 0;
-                    if (*t == ',' && depth == 0)
-                        comma = t;
-                }
-                if (comma)
-                    *comma = 0;
-                char *eq = strchr(s, '=');
-                if (!eq || eq == s)
-                    return et_fail(err, ET_STATUS_ERR_USAGE,
-                                   "%s: [space] %s: '%s': options are key=value pairs", where, key,
-                                   ch->v[i]);
-                *eq = 0;
-                entries[opts.n++] = (et_config_entry){s, eq + 1, opts.file, opts.line, 0};
-                s = comma ? comma + 1 : s + strlen(s);
-            }
-        }
-        opts.entries = entries;
-        size_t n = et_options_count(c->plugin->desc->options);
-        c->opts = calloc(n + 1, sizeof *c->opts);
-        if (!c->opts)
-            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        if ((rc = et_options_bind(c->plugin->desc->options, &opts, NULL, 0, c->opts, err)))
             return rc;
     }
     return 0;
@@ -376,10 +398,8 @@ void et_experiment_free(et_experiment *x)
         free(x->constraints[i].figure);
     free(x->constraints);
     for (int st = 0; st < 3; st++)
-        for (int32_t i = 0; i < x->n_attn[st]; i++) {
-            free(x->attn[st][i].text);
-            free(x->attn[st][i].opts);
-        }
+        for (int32_t i = 0; i < x->n_attn[st]; i++)
+            et_attn_choice_free(&x->attn[st][i]);
     et_registry_free(&x->reg);
     et_plugin_path_free(x->plugin_dirs);
     et_config_free(&x->cfg);

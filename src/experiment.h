@@ -37,6 +37,14 @@ typedef struct et_attn_choice {
     et_option_value *opts; /* one per declared option of the plugin */
 } et_attn_choice;
 
+/* Resolve "name" or "name(key=value,...)" (values may hold parentheses
+ * and commas) to an attention plugin of reg and its bound options; errors
+ * name where/key. Free with et_attn_choice_free, also after a failure. */
+int et_attn_choice_resolve(const et_registry *reg, const char *text, const char *where,
+                           const char *key, const char *file, int line, et_attn_choice *c,
+                           char **err);
+void et_attn_choice_free(et_attn_choice *c);
+
 enum { ET_STACK_ENC_SELF = 0, ET_STACK_DEC_SELF = 1, ET_STACK_DEC_CROSS = 2 };
 
 /* Core-owned sections: [experiment], [train], [final]. */
