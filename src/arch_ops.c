@@ -17,7 +17,7 @@ typedef struct gene_ref {
     int32_t connect;            /* the En-De Connect gene (repaired after changes) */
 } gene_ref;
 
-#define MAX_GENES (4 + 2 * ET_MAX_LAYERS * 8)
+#define MAX_GENES (4 + 2 * ET_MAX_LAYERS * 9)
 
 int32_t et_stack_max_layers(const et_stack_space *ss)
 {
@@ -39,6 +39,8 @@ static int stack_genes(const et_stack_space *ss, et_stack_arch *sa, int cross, g
         g[n++] = (gene_ref){&la->attention, NULL, ss->attention.n, 0};
         g[n++] = (gene_ref){&la->block, &ss->block, 0, 0};
         g[n++] = (gene_ref){&la->activation, &ss->activation, 0, 0};
+        if (ss->conv_kernel.n) /* spaces with conv blocks */
+            g[n++] = (gene_ref){&la->conv_kernel, &ss->conv_kernel, 0, 0};
         if (cross) {
             g[n++] = (gene_ref){&la->cross_heads, &ss->cross_heads, 0, 0};
             g[n++] = (gene_ref){&la->cross_attention, NULL, ss->cross_attention.n, 0};

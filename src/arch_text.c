@@ -15,7 +15,8 @@
 #include "space.h"
 #include "util.h"
 
-static const char *const block_text[] = {"standard", "attention-only", "ffn-only", "identity"};
+static const char *const block_text[] = {"standard", "attention-only", "ffn-only", "identity",
+                                          "conv"};
 static const char *const act_text[] = {"relu", "gelu", "squared_relu"};
 
 typedef struct out_buf {
@@ -43,8 +44,10 @@ static void format_stack(out_buf *b, const et_stack_space *ss, const et_stack_ar
         int ai = g->attention >= 0 && g->attention < ss->attention.n;
         put(b, "[ffn=%d,heads=%d,attn=%s,block=%s,act=%s", g->ffn_dim, g->heads,
             ai ? ss->attention.v[g->attention] : "?",
-            g->block >= 0 && g->block < 4 ? block_text[g->block] : "?",
+            g->block >= 0 && g->block < 5 ? block_text[g->block] : "?",
             g->activation >= 0 && g->activation < 3 ? act_text[g->activation] : "?");
+        if (g->block == ET_BLOCK_CONV)
+            put(b, ",kernel=%d", g->conv_kernel);
         if (cross) {
             int xi = g->cross_attention >= 0 && g->cross_attention < ss->cross_attention.n;
             put(b, ",xheads=%d,xattn=%s,connect=%d", g->cross_heads,
@@ -174,8 +177,11 @@ static int parse_stack(parser *ps, const et_stack_space *ss, et_stack_arch *sa, 
         if ((rc = expect(ps, "[ffn=")) || (rc = num(ps, &g->ffn_dim)) ||
             (rc = expect(ps, ",heads=")) || (rc = num(ps, &g->heads)) ||
             (rc = expect(ps, ",attn=")) || (rc = text_choice(ps, &ss->attention, &g->attention)) ||
-            (rc = expect(ps, ",block=")) || (rc = name_choice(ps, block_text, 4, &g->block)) ||
+            (rc = expect(ps, ",block=")) || (rc = name_choice(ps, block_text, 5, &g->block)) ||
             (rc = expect(ps, ",act=")) || (rc = name_choice(ps, act_text, 3, &g->activation)))
+            return rc;
+        if (g->block == ET_BLOCK_CONV &&
+            ((rc = expect(ps, ",kernel=")) || (rc = num(ps, &g->conv_kernel))))
             return rc;
         if (cross && ((rc = expect(ps, ",xheads=")) || (rc = num(ps, &g->cross_heads)) ||
                       (rc = expect(ps, ",xattn=")) ||
@@ -200,6 +206,7 @@ static void pad_inactive(const et_stack_space *ss, et_stack_arch *sa, int cross)
         g->heads = ss->heads.v[0];
         g->block = ss->block.v[0];
         g->activation = ss->activation.v[0];
+        g->conv_kernel = ss->conv_kernel.n ? ss->conv_kernel.v[0] : 0;
         if (cross) {
             g->cross_heads = ss->cross_heads.v[0];
             g->connect = ss->connect.v[0];
@@ -277,7 +284,9 @@ static int validate_stack(const et_stack_space *ss, const et_stack_arch *sa, con
                            stack, l, g->attention);
         if (!in_list(&ss->block, g->block))
             return et_fail(err, ET_STATUS_ERR_USAGE, "%s layer %d: block type %s is not allowed",
-                           stack, l, g->block >= 0 && g->block < 4 ? block_text[g->block] : "?");
+                           stack, l, g->block >= 0 && g->block < 5 ? block_text[g->block] : "?");
+        if (g->block == ET_BLOCK_CONV && !in_list(&ss->conv_kernel, g->conv_kernel))
+            return gene_bad(err, stack, l, "kernel", g->conv_kernel, &ss->conv_kernel);
         if (!in_list(&ss->activation, g->activation))
             return et_fail(err, ET_STATUS_ERR_USAGE, "%s layer %d: activation %s is not allowed",
                            stack, l,

@@ -73,7 +73,8 @@ static const char *const layer_names[P_PER_LAYER] = {
     "ln1.gamma", "ln1.beta", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias",
     "ln2.gamma", "ln2.beta", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
     "lnc.gamma", "lnc.beta", "cq.weight", "cq.bias", "ckv.weight", "ckv.bias",
-    "cproj.weight", "cproj.bias", "dconv.weight"};
+    "cproj.weight", "cproj.bias", "dconv.weight", "lnv.gamma", "lnv.beta", "conv_in.weight",
+    "conv_in.bias", "conv_dw.weight", "conv_out.weight", "conv_out.bias"};
 
 static void stack_maxima(et_model *m, et_stack *s, const et_stack_space *sp, int32_t id)
 {
@@ -97,7 +98,7 @@ static void layer_tensors(et_model *m, et_stack *s, const char *prefix)
 {
     int32_t E = s->E, Q = s->Q, F = s->F, QC = s->QC;
     int32_t E_enc = m->st[0].E;
-    int parts = s->n_cross ? P_DCONV_W : P_SELF_COUNT;
+    int parts = s->n_cross ? P_DCONV_W : P_SELF_COUNT; /* the rest are optional, below */
     for (int32_t l = 0; l < s->L; l++) {
         for (int p = 0; p < P_PER_LAYER; p++)
             s->t_layer[l][p] = -1;
@@ -121,6 +122,16 @@ static void layer_tensors(et_model *m, et_stack *s, const char *prefix)
         }
         if (m->space.primer_dconv)
             s->t_layer[l][P_DCONV_W] = add_tensor(m, prefix, layer_names[P_DCONV_W], 3, 3 * Q, 1);
+        const et_stack_space *sp = s->id ? &m->space.dec : &m->space.enc;
+        if (sp->conv_kernel.n) {
+            int32_t K = max_of(&sp->conv_kernel);
+            const int32_t shape[7][2] = {{1, E}, {1, E}, {2 * E, E}, {1, 2 * E},
+                                         {K, E}, {E, E},  {1, E}};
+            for (int p = 0; p < 7; p++)
+                s->t_layer[l][P_LNV_G + p] =
+                    add_tensor(m, prefix, layer_names[P_LNV_G + p], shape[p][0], shape[p][1],
+                               p == 2 || p == 4 || p == 5);
+        }
     }
 }
 
@@ -454,13 +465,14 @@ const et_attention_vtable *et_model_attn_vt(const et_model *m, const et_stack *s
 static int has_part(const et_stack *s, int32_t l, int part)
 {
     if (s->soft)
-        return part != PART_CROSS || s->n_cross > 0;
+        return part == PART_CONV ? 0 : part != PART_CROSS || s->n_cross > 0;
     int32_t b = s->arch->layer[l].block;
     int attn = b == ET_BLOCK_STANDARD || b == ET_BLOCK_ATTENTION_ONLY;
     switch (part) {
     case PART_ATTN: return attn;
     case PART_CROSS: return attn && s->n_cross > 0;
-    default: return b == ET_BLOCK_STANDARD || b == ET_BLOCK_FFN_ONLY;
+    case PART_CONV: return b == ET_BLOCK_CONV;
+    default: return b == ET_BLOCK_STANDARD || b == ET_BLOCK_FFN_ONLY || b == ET_BLOCK_CONV;
     }
 }
 
@@ -564,6 +576,12 @@ static void plan_stack(et_model *m, et_stack *s, carve *c, int64_t *max_q, int64
             a->g = take(c, N * g->ffn_dim);
             *max_f = g->ffn_dim > *max_f ? g->ffn_dim : *max_f;
         }
+        if (has_part(s, l, PART_CONV)) {
+            a->cin = take(c, N * 2 * e);
+            a->cglu = take(c, N * e);
+            a->cconv = take(c, N * e);
+            m->has_conv = 1;
+        }
     }
     s->fz = pre ? take(c, N * e) : NULL;
     s->fmean = take(c, N);
@@ -577,6 +595,7 @@ static void plan(et_model *m, float *base)
     int64_t max_q = 0, max_f = 0, max_qc = 0, max_ne = 0;
     m->work_floats = 0;
     m->n_conn = 0;
+    m->has_conv = 0;
     memset(m->conn_used, 0, sizeof m->conn_used);
     for (int i = 0; i < 2; i++) {
         et_stack *s = &m->st[i];
@@ -641,6 +660,9 @@ static void plan(et_model *m, float *base)
     m->dqkv_op = soft_ops ? take(&c, max_n * 3 * max_q) : NULL;
     m->datt_op = soft_ops ? take(&c, max_n * max_q) : NULL;
     m->dqkv_pre = m->space.primer_dconv ? take(&c, max_n * 3 * max_q) : NULL;
+    m->dcin = m->has_conv ? take(&c, 2 * max_ne) : NULL;
+    m->dcglu = m->has_conv ? take(&c, max_ne) : NULL;
+    m->dcconv = m->has_conv ? take(&c, max_ne) : NULL;
     m->dinput_per_example = 0;
     m->dinput = NULL;
     if (m->want_input_grad) {
@@ -694,6 +716,15 @@ static void bind_stack_tensors(et_model *m, et_stack *s)
             BIND(t[P_CKV_B], 1, 2 * q);
             BIND(t[P_CPROJ_W], e, q);
             BIND(t[P_CPROJ_B], 1, e);
+        }
+        if (has_part(s, l, PART_CONV)) {
+            BIND(t[P_LNV_G], 1, e);
+            BIND(t[P_LNV_B], 1, e);
+            BIND(t[P_CIN_W], 2 * e, e);
+            BIND(t[P_CIN_B], 1, 2 * e);
+            BIND(t[P_CDW_W], g->conv_kernel, e);
+            BIND(t[P_COUT_W], e, e);
+            BIND(t[P_COUT_B], 1, e);
         }
         if (has_part(s, l, PART_FFN)) {
             BIND(t[P_LN2_G], 1, e);
@@ -840,7 +871,7 @@ static uint64_t dropout_seed(const et_model *m)
 /* Sites of the first engine version for the encoder: attention 0, FFN 1. */
 static uint64_t site(const et_stack *s, int32_t l, int part)
 {
-    static const int k_of[PARTS] = {0, 2, 1};
+    static const int k_of[PARTS] = {0, 2, 3, 1}; /* attention, cross, conv, FFN */
     return ((uint64_t)s->id * ET_MAX_LAYERS + (uint64_t)l) * 8 + (uint64_t)k_of[part] + 1;
 }
 
@@ -954,6 +985,30 @@ static int cross_forward(et_model *m, et_stack *s, int32_t l)
     return 0;
 }
 
+static float sigmoidf(float x)
+{
+    return 1.0f / (1.0f + et_expf(-x));
+}
+
+/* Conv block: u = W_out dwconv(GLU(W_in x + b_in)) + b_out; GLU(a|b) = a * sigmoid(b). */
+static void conv_forward(et_model *m, et_stack *s, int32_t l)
+{
+    layer_act *a = &s->la[l];
+    part_act *pa = &a->part[PART_CONV];
+    const int32_t *t = s->t_layer[l];
+    const et_layer_arch *g = &s->arch->layer[l];
+    int64_t T = s->T, N = (int64_t)m->b_now * T, e = s->arch->embed_dim, E = s->E;
+    const float *x = part_input(m, pa, P(m, t[P_LNV_G]), P(m, t[P_LNV_B]), N, e);
+    et_linear_forward(a->cin, 2 * e, x, e, P(m, t[P_CIN_W]), E, P(m, t[P_CIN_B]), N, e, 2 * e);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t c = 0; c < e; c++)
+            a->cglu[i * e + c] = a->cin[i * 2 * e + c] * sigmoidf(a->cin[i * 2 * e + e + c]);
+    et_dwconv_forward(a->cconv, a->cglu, e, P(m, t[P_CDW_W]), E, s->id ? NULL : s->key_len,
+                      m->b_now, T, e, g->conv_kernel, s->id);
+    et_linear_forward(m->dsub, e, a->cconv, e, P(m, t[P_COUT_W]), E, P(m, t[P_COUT_B]), N, e, e);
+    part_forward(m, pa, P(m, t[P_LNV_G]), P(m, t[P_LNV_B]), m->dsub, site(s, l, PART_CONV), N, e);
+}
+
 static void ffn_forward(et_model *m, et_stack *s, int32_t l)
 {
     layer_act *a = &s->la[l];
@@ -995,6 +1050,8 @@ static int stack_forward(et_model *m, et_stack *s, char **err)
         if (a->part[PART_CROSS].out && (rc = cross_forward(m, s, l)))
             return et_fail(err, rc, "model: cross-attention forward failed in decoder layer %d",
                            l);
+        if (a->part[PART_CONV].out)
+            conv_forward(m, s, l);
         if (a->part[PART_FFN].out)
             ffn_forward(m, s, l);
         if (s->soft) {
@@ -1310,6 +1367,37 @@ static void ffn_backward(et_model *m, et_stack *s, int32_t l)
     part_backward_input(m, pa, P(m, t[P_LN2_G]), G(m, t[P_LN2_G]), G(m, t[P_LN2_B]), du, N, e);
 }
 
+static void conv_backward(et_model *m, et_stack *s, int32_t l)
+{
+    layer_act *a = &s->la[l];
+    part_act *pa = &a->part[PART_CONV];
+    const int32_t *t = s->t_layer[l];
+    const et_layer_arch *g = &s->arch->layer[l];
+    int64_t T = s->T, N = (int64_t)m->b_now * T, e = s->arch->embed_dim, E = s->E;
+    float *du = m->dsub;
+    part_backward_output(m, pa, P(m, t[P_LNV_G]), G(m, t[P_LNV_G]), G(m, t[P_LNV_B]), du,
+                         site(s, l, PART_CONV), N, e);
+    memset(m->dcconv, 0, sizeof(float) * (size_t)(N * e));
+    et_linear_backward(m->dcconv, e, G(m, t[P_COUT_W]), E, G(m, t[P_COUT_B]), du, e, a->cconv, e,
+                       P(m, t[P_COUT_W]), E, N, e, e);
+    memset(m->dcglu, 0, sizeof(float) * (size_t)(N * e));
+    et_dwconv_backward(m->dcglu, G(m, t[P_CDW_W]), E, m->dcconv, a->cglu, e, P(m, t[P_CDW_W]), E,
+                       s->id ? NULL : s->key_len, m->b_now, T, e, g->conv_kernel, s->id);
+    /* GLU: d a = d glu * sig(b); d b = d glu * a * sig(b) (1 - sig(b)) */
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t c = 0; c < e; c++) {
+            float av = a->cin[i * 2 * e + c], sb = sigmoidf(a->cin[i * 2 * e + e + c]);
+            float dg = m->dcglu[i * e + c];
+            m->dcin[i * 2 * e + c] = dg * sb;
+            m->dcin[i * 2 * e + e + c] = dg * av * sb * (1.0f - sb);
+        }
+    const float *x = m->space.norm == ET_NORM_PRE ? pa->z : pa->in;
+    memset(du, 0, sizeof(float) * (size_t)(N * e));
+    et_linear_backward(du, e, G(m, t[P_CIN_W]), E, G(m, t[P_CIN_B]), m->dcin, 2 * e, x, e,
+                       P(m, t[P_CIN_W]), E, N, e, 2 * e);
+    part_backward_input(m, pa, P(m, t[P_LNV_G]), G(m, t[P_LNV_G]), G(m, t[P_LNV_B]), du, N, e);
+}
+
 static int cross_backward(et_model *m, et_stack *s, int32_t l)
 {
     layer_act *a = &s->la[l];
@@ -1462,6 +1550,8 @@ static int stack_backward(et_model *m, et_stack *s, char **err)
         }
         if (a->part[PART_FFN].out)
             ffn_backward(m, s, l);
+        if (a->part[PART_CONV].out)
+            conv_backward(m, s, l);
         if (s->soft) {
             float wa = s->soft_w[l][0], wi = s->soft_w[l][2];
             for (int64_t i = 0; i < n; i++) {

@@ -46,7 +46,12 @@ static int has_attn(const et_stack *s, int32_t l)
 static int has_ffn(const et_stack *s, int32_t l)
 {
     int32_t b = s->arch->layer[l].block;
-    return b == ET_BLOCK_STANDARD || b == ET_BLOCK_FFN_ONLY;
+    return b == ET_BLOCK_STANDARD || b == ET_BLOCK_FFN_ONLY || b == ET_BLOCK_CONV;
+}
+
+static int has_conv(const et_stack *s, int32_t l)
+{
+    return s->arch->layer[l].block == ET_BLOCK_CONV;
 }
 
 /* Lay out the decode arena (base NULL: just measure); returns its floats. */
@@ -61,6 +66,12 @@ static int64_t plan(et_model *m, float *base)
         int32_t q, dd, h;
         d->dstate[l] = d->spare[l] = d->ckv[l] = NULL;
         d->dconv[l] = d->dconv_spare[l] = NULL;
+        d->cstate[l] = d->cstate_spare[l] = NULL;
+        if (has_conv(s, l)) {
+            int64_t k = s->arch->layer[l].conv_kernel;
+            d->cstate[l] = take(&c, R * (k - 1) * e);
+            d->cstate_spare[l] = take(&c, R * (k - 1) * e);
+        }
         if (has_attn(s, l)) {
             dims(m, s, l, 0, &q, &dd, &h);
             maxq = q > maxq ? q : maxq;
@@ -105,6 +116,9 @@ static int64_t plan(et_model *m, float *base)
     d->cq = take(&c, R * maxqc);
     d->catt = take(&c, R * maxqc);
     d->h = take(&c, R * maxf);
+    d->cin = take(&c, R * 2 * e);
+    d->cglu = take(&c, R * e);
+    d->cconv = take(&c, R * e);
     d->g = take(&c, R * maxf);
     d->logits = take(&c, R * m->V_tgt);
     d->pos = take(&c, e);
@@ -217,6 +231,10 @@ int et_model_decode_begin(et_model *m, const et_batch *src, int32_t beams, int32
     plan(m, d->arena);
     et_stack *s = &m->st[1];
     for (int32_t l = 0; l < s->arch->layers; l++) {
+        if (d->cstate[l])
+            memset(d->cstate[l], 0, sizeof(float) * (size_t)d->rows *
+                                        (size_t)(s->arch->layer[l].conv_kernel - 1) *
+                                        (size_t)s->arch->embed_dim);
         if (!has_attn(s, l))
             continue;
         int32_t q, dd, h;
@@ -361,6 +379,39 @@ static int cross_step(et_model *m, int32_t l)
     return 0;
 }
 
+/* Causal conv block on one new position: out = sum_j w[j] glu_{t-j}, the
+ * k - 1 previous GLU outputs kept per hypothesis, newest first. */
+static void conv_step(et_model *m, int32_t l)
+{
+    et_decode *d = &m->dec;
+    et_stack *s = &m->st[1];
+    const int32_t *t = s->t_layer[l];
+    int64_t R = d->rows, e = s->arch->embed_dim, E = s->E, k = s->arch->layer[l].conv_kernel;
+    const float *x = part_begin(m, et_model_param(m, t[P_LNV_G]), et_model_param(m, t[P_LNV_B]));
+    et_linear_forward(d->cin, 2 * e, x, e, et_model_param(m, t[P_CIN_W]), E,
+                      et_model_param(m, t[P_CIN_B]), R, e, 2 * e);
+    const float *w = et_model_param(m, t[P_CDW_W]);
+    for (int64_t i = 0; i < R; i++) {
+        float *glu = d->cglu + i * e, *out = d->cconv + i * e;
+        float *past = d->cstate[l] + i * (k - 1) * e;
+        for (int64_t c = 0; c < e; c++) {
+            float b = d->cin[i * 2 * e + e + c];
+            glu[c] = d->cin[i * 2 * e + c] / (1.0f + et_expf(-b));
+            out[c] = w[c] * glu[c];
+        }
+        for (int64_t j = 1; j < k; j++)
+            for (int64_t c = 0; c < e; c++)
+                out[c] += w[j * E + c] * past[(j - 1) * e + c];
+        if (k > 1) {
+            memmove(past + e, past, sizeof(float) * (size_t)((k - 2) * e));
+            memcpy(past, glu, sizeof(float) * (size_t)e);
+        }
+    }
+    et_linear_forward(d->sub, e, d->cconv, e, et_model_param(m, t[P_COUT_W]), E,
+                      et_model_param(m, t[P_COUT_B]), R, e, e);
+    part_end(m, et_model_param(m, t[P_LNV_G]), et_model_param(m, t[P_LNV_B]));
+}
+
 static void ffn_step(et_model *m, int32_t l)
 {
     et_decode *d = &m->dec;
@@ -415,6 +466,8 @@ int et_model_decode_step(et_model *m, const int32_t *tokens, int32_t pos, const 
             if (s->n_cross && (rc = cross_step(m, l)))
                 return et_fail(err, rc, "decode: cross-attention failed in decoder layer %d", l);
         }
+        if (has_conv(s, l))
+            conv_step(m, l);
         if (has_ffn(s, l))
             ffn_step(m, l);
     }
@@ -446,6 +499,15 @@ void et_model_decode_reorder(et_model *m, const int32_t *from)
     et_decode *d = &m->dec;
     et_stack *s = &m->st[1];
     for (int32_t l = 0; l < s->arch->layers; l++) {
+        if (d->cstate[l]) {
+            int64_t k = (int64_t)(s->arch->layer[l].conv_kernel - 1) * s->arch->embed_dim;
+            for (int64_t i = 0; i < d->rows; i++)
+                memcpy(d->cstate_spare[l] + i * k, d->cstate[l] + (int64_t)from[i] * k,
+                       sizeof(float) * (size_t)k);
+            float *t = d->cstate[l];
+            d->cstate[l] = d->cstate_spare[l];
+            d->cstate_spare[l] = t;
+        }
         if (!d->dstate[l])
             continue;
         int64_t n = d->dstate_floats[l];

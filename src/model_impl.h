@@ -15,12 +15,14 @@ enum {
     P_FC1_W, P_FC1_B, P_FC2_W, P_FC2_B,
     P_LNC_G, P_LNC_B, P_CQ_W, P_CQ_B, P_CKV_W, P_CKV_B, P_CPROJ_W, P_CPROJ_B,
     P_DCONV_W, /* Primer's depthwise convolution after Q, K, V (3 taps, 3Q channels) */
+    /* conv blocks: LN, GLU input projection (2E x E), depthwise kernel (Kmax x E), output */
+    P_LNV_G, P_LNV_B, P_CIN_W, P_CIN_B, P_CDW_W, P_COUT_W, P_COUT_B,
     P_PER_LAYER
 };
 #define P_SELF_COUNT P_LNC_G
 
 /* The residual parts of a layer, in order of computation. */
-enum { PART_ATTN = 0, PART_CROSS = 1, PART_FFN = 2, PARTS = 3 };
+enum { PART_ATTN = 0, PART_CROSS = 1, PART_CONV = 2, PART_FFN = 3, PARTS = 4 };
 
 typedef struct part_act {
     float *in, *out;    /* (N,e) streams */
@@ -39,6 +41,8 @@ typedef struct layer_act {
     float *ckv;           /* (B*Sk,2qc) cross keys and values */
     float *csaved;
     float *h, *g;         /* (N,f) FFN pre- and post-activation */
+    float *cin;           /* (N,2e) conv block: GLU input */
+    float *cglu, *cconv;  /* (N,e) GLU output, depthwise convolution output */
     /* soft layers */
     float *soft_out;                     /* (N,e) the mixture */
     float *att_op[ET_MAX_CHOICES];       /* (N,q) each operator's output */
@@ -85,6 +89,8 @@ typedef struct et_decode {
     float *spare[ET_MAX_LAYERS];  /* the same, for reorder */
     int64_t dstate_floats[ET_MAX_LAYERS];
     float *dconv[ET_MAX_LAYERS], *dconv_spare[ET_MAX_LAYERS]; /* (rows, 2, 3q) past inputs */
+    float *cstate[ET_MAX_LAYERS], *cstate_spare[ET_MAX_LAYERS]; /* conv blocks: (rows, k-1, e) */
+    float *cin, *cglu, *cconv;
     float *qkv_pre;
     int32_t *cross_len;           /* (3, rows) key lengths per connect */
     int32_t cross_rows;           /* rows cross_len has room for */
@@ -111,6 +117,7 @@ struct et_model {
     int64_t act_cap, act_need;
     float *emb, *pooled, *logits, *dlogits, *dpool;
     int32_t n_conn;                /* encoder segments the decoder reads (0..3) */
+    int has_conv;                  /* some bound layer is a conv block */
     int32_t conn_used[4];          /* conn_used[k]: some layer has connect k */
     float *seg[3], *segmean[3], *segrstd[3]; /* (B*S,Ee) segment j+1 (normed) */
     float *mem[4], *dmem[4];       /* (B,k*S,Ee) for connect k */
@@ -118,6 +125,7 @@ struct et_model {
     float *dx, *dsub, *dqkv, *datt, *dh, *dg, *dcq, *dckv, *dcatt, *work;
     float *dsoft_g, *dsoft_acc, *dqkv_op, *datt_op; /* soft layers' scratch */
     float *dqkv_pre; /* Primer's convolution: gradient of its input */
+    float *dcin, *dcglu, *dcconv; /* conv blocks' scratch */
     int want_input_grad;
     float *dinput; /* gradient of the inputs (zero-cost proxies) */
     int64_t dinput_per_example;

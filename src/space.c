@@ -23,8 +23,9 @@ const et_option_decl et_space_options[] = {
     {"encoder_ffn_dim", LIST("FFN dims per encoder layer")},
     {"encoder_heads", LIST("attention heads per encoder layer")},
     {"encoder_attention", LIST("attention operators per encoder layer (default softmax)")},
-    {"encoder_block", LIST("block types: standard, attention-only, ffn-only, identity (default standard)")},
+    {"encoder_block", LIST("block types: standard, attention-only, ffn-only, identity, conv (default standard)")},
     {"encoder_activation", LIST("FFN activations: relu, gelu, squared_relu (default gelu)")},
+    {"encoder_conv_kernel", LIST("kernel sizes of conv blocks, odd (default 3; with conv in encoder_block)")},
     {"decoder_embed_dim", LIST("decoder embedding dims (sets up the decoder)")},
     {"decoder_layers", LIST("decoder layer counts")},
     {"decoder_ffn_dim", LIST("FFN dims per decoder layer")},
@@ -32,6 +33,7 @@ const et_option_decl et_space_options[] = {
     {"decoder_attention", LIST("self-attention operators per decoder layer (default softmax)")},
     {"decoder_block", LIST("decoder block types (default standard)")},
     {"decoder_activation", LIST("decoder FFN activations (default gelu)")},
+    {"decoder_conv_kernel", LIST("kernel sizes of decoder conv blocks (causal; default 3)")},
     {"decoder_cross_heads", LIST("encoder-decoder attention heads (default: decoder_heads)")},
     {"decoder_cross_attention", LIST("encoder-decoder attention operators (default softmax)")},
     {"decoder_connect", LIST("En-De Connect: attend to the last 1..3 encoder layers (default 1)")},
@@ -53,7 +55,8 @@ const et_option_decl et_space_options[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
-static const char *const block_names[] = {"standard", "attention-only", "ffn-only", "identity", NULL};
+static const char *const block_names[] = {"standard", "attention-only", "ffn-only", "identity",
+                                          "conv", NULL};
 static const char *const act_names[] = {"relu", "gelu", "squared_relu", NULL};
 
 typedef struct ctx {
@@ -267,8 +270,9 @@ static int parse_stack(ctx *c, const char *prefix, et_stack_space *st, int cross
     if ((rc = int_list(c, KEY("embed_dim"), NULL, &st->embed_dim)))
         return rc;
     st->present = st->embed_dim.n > 0;
-    static const char *const all[] = {"layers", "ffn_dim", "heads", "attention", "block",
-                                      "activation", "cross_heads", "cross_attention", "connect", NULL};
+    static const char *const all[] = {"layers",      "ffn_dim",         "heads",   "attention",
+                                      "block",       "activation",      "conv_kernel", "cross_heads",
+                                      "cross_attention", "connect", NULL};
     if (!st->present) {
         for (int i = 0; all[i]; i++)
             if (value_of(c, KEY(all[i])))
@@ -288,6 +292,18 @@ static int parse_stack(ctx *c, const char *prefix, et_stack_space *st, int cross
         return rc;
     if (max_of(&st->layers) > ET_MAX_LAYERS)
         return bad(c, KEY("layers"), "at most %s layers", "32");
+    int conv = 0;
+    for (int32_t i = 0; i < st->block.n; i++)
+        conv |= st->block.v[i] == ET_BLOCK_CONV;
+    if (!conv && value_of(c, KEY("conv_kernel")))
+        return bad(c, key, "%s", "is given, but no conv in the block choices");
+    if (conv) {
+        if ((rc = int_list(c, KEY("conv_kernel"), "3", &st->conv_kernel)))
+            return rc;
+        for (int32_t i = 0; i < st->conv_kernel.n; i++)
+            if (st->conv_kernel.v[i] % 2 == 0 || st->conv_kernel.v[i] > 63)
+                return bad(c, key, "%s", "kernel sizes are odd, 1..63");
+    }
     if (!cross) {
         if (value_of(c, KEY("cross_heads")) || value_of(c, KEY("cross_attention")) ||
             value_of(c, KEY("connect"))) {
@@ -397,7 +413,11 @@ static int layer_factors(const et_stack_space *st, int cross, int32_t enc_layers
     f[n++] = (uint32_t)st->ffn_dim.n;
     f[n++] = (uint32_t)st->heads.n;
     f[n++] = (uint32_t)st->attention.n;
-    f[n++] = (uint32_t)st->block.n;
+    /* a conv block counts once per kernel size */
+    uint32_t blocks = 0;
+    for (int32_t i = 0; i < st->block.n; i++)
+        blocks += st->block.v[i] == ET_BLOCK_CONV ? (uint32_t)st->conv_kernel.n : 1;
+    f[n++] = blocks;
     f[n++] = (uint32_t)st->activation.n;
     if (cross) {
         uint32_t ok = 0;
@@ -489,6 +509,7 @@ int et_space_format(const et_space *s, char *buf, size_t n)
         fmt_texts(buf, n, &o, K("attention"), &ss->attention);
         fmt_ints(buf, n, &o, K("block"), &ss->block, block_names);
         fmt_ints(buf, n, &o, K("activation"), &ss->activation, act_names);
+        fmt_ints(buf, n, &o, K("conv_kernel"), &ss->conv_kernel, NULL);
         fmt_ints(buf, n, &o, K("cross_heads"), &ss->cross_heads, NULL);
         fmt_texts(buf, n, &o, K("cross_attention"), &ss->cross_attention);
         fmt_ints(buf, n, &o, K("connect"), &ss->connect, NULL);

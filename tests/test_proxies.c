@@ -439,6 +439,31 @@ Test(params, primer_dconv_equals_the_engine)
     }
 }
 
+Test(params, conv_blocks_equal_the_engine)
+{
+    et_space s = tu_space("encoder_embed_dim = 8, 12\nencoder_layers = 1..4\n"
+                          "encoder_ffn_dim = 10, 16\nencoder_heads = 1, 2\n"
+                          "encoder_block = standard, conv, ffn-only\nencoder_conv_kernel = 3, 7\n"
+                          "head_dim = 4\nnorm = pre\npooling = cls\n");
+    et_task_info task = {.model_kind = ET_MODEL_KIND_ENCODER, .num_classes = C, .input_dim = IN,
+                         .max_src_len = LEN};
+    et_rng rng = et_rng_from_seed(9);
+    int convs = 0;
+    for (int k = 0; k < 12; k++) {
+        et_arch a;
+        et_arch_sample(&s, &rng, &a);
+        for (int32_t l = 0; l < a.enc.layers; l++)
+            convs += a.enc.layer[l].block == ET_BLOCK_CONV;
+        long long all, tables, embed;
+        engine_params(&s, &a, &all, &tables);
+        et_host host;
+        et_host_init(&host, 1, 1, &s);
+        host.task = &task;
+        cr_expect_eq(params_of(&host, "", &a, &embed), all, "arch %d", k);
+    }
+    cr_assert_gt(convs, 3, "the samples hold conv layers");
+}
+
 /* ---------------------------------------------------------------- by hand */
 
 /* Encoder classifier: input_dim 3, 2 inputs (+ class token: T = 3), 5

@@ -42,6 +42,16 @@ enum { B = 3, S = 5, T = 4, V = 9 };
     "decoder_block = standard, attention-only, ffn-only, identity\n"                           \
     "decoder_activation = relu, gelu, squared_relu\nhead_dim = 4\nnorm = " norm "\n"
 
+/* conv blocks beside attention in both stacks */
+#define S2S_CONV_SPACE(norm)                                                                    \
+    "encoder_embed_dim = 8, 6\nencoder_layers = 3, 2\nencoder_ffn_dim = 10, 6\n"              \
+    "encoder_heads = 2, 1\nencoder_attention = a, b\nencoder_block = standard, conv\n"         \
+    "encoder_conv_kernel = 3, 5\n"                                                              \
+    "decoder_embed_dim = 8, 4\ndecoder_layers = 3, 2\ndecoder_ffn_dim = 12, 4\n"                \
+    "decoder_heads = 2, 1\ndecoder_attention = a, b\ndecoder_cross_heads = 2, 1\n"              \
+    "decoder_cross_attention = a, b\ndecoder_connect = 1, 2\ndecoder_block = conv, standard\n" \
+    "decoder_conv_kernel = 3, 7\nhead_dim = 4\nnorm = " norm "\n"
+
 #define LM_SPACE                                                                               \
     "decoder_embed_dim = 8, 4\ndecoder_layers = 3\ndecoder_ffn_dim = 12, 4\n"                   \
     "decoder_heads = 2, 1\ndecoder_attention = a, b\nhead_dim = 4\nnorm = pre\n"
@@ -368,6 +378,82 @@ static void decode_matches_teacher_forcing(const char *norm, int beams, const ch
 Test(seq2seq, decode_equals_teacher_forcing_pre_norm)
 {
     decode_matches_teacher_forcing("pre", 1, "");
+}
+
+Test(seq2seq, gradients_with_conv_blocks)
+{
+    gradients_over_samples(S2S_CONV_SPACE("pre"), 0, ET_POSITIONS_SINUSOIDAL);
+    gradients_over_samples(S2S_CONV_SPACE("post"), 1, ET_POSITIONS_LEARNED);
+}
+
+Test(seq2seq, conv_blocks_decode_and_keep_padding_out)
+{
+    static const char *const names[2] = {"softmax", "linear"};
+    plugins pl;
+    load_plugins(&pl, names, 2);
+    for (int i = 0; i < 2; i++) {
+        const et_plugin *p = et_registry_find(&pl.reg, ET_PLUGIN_KIND_ATTENTION, names[i]);
+        pl.impl[i].opts = default_options(p->desc);
+    }
+    et_space s = tu_space(S2S_CONV_SPACE("pre"));
+    fixture f;
+    f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, pl.impl, 0.0f, 19);
+    fill_batch(&f, 5, 1);
+    et_arch a;
+    et_arch_largest(&s, &a);
+    a.enc.layer[0].block = a.enc.layer[2].block = ET_BLOCK_CONV;
+    a.enc.layer[0].conv_kernel = 5;
+    a.enc.layer[2].conv_kernel = 3;
+    a.dec.layer[0].block = a.dec.layer[1].block = ET_BLOCK_CONV;
+    a.dec.layer[0].conv_kernel = 7;
+    a.dec.layer[1].conv_kernel = 3;
+    a.dec.layer[2].block = ET_BLOCK_STANDARD;
+    int64_t n;
+    float *p = et_model_params(f.m, &n);
+    et_rng r = et_rng_from_seed(12);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(0.3 * et_rng_normal(&r));
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double loss, l2;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &loss, NULL, &err), 0, "%s", err);
+    static float ref[B * T * V];
+    memcpy(ref, et_model_logits(f.m), sizeof ref);
+    /* padded source tokens change nothing */
+    for (int i = 0; i < B; i++)
+        for (int t = f.src_lens[i]; t < S; t++)
+            f.src[i * S + t] = 8;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &l2, NULL, &err), 0, "%s", err);
+    cr_assert_float_eq(loss, l2, 1e-9 * fabs(loss));
+    for (int i = 0; i < B * T; i++) {
+        float *row = ref + i * V, mx = row[0];
+        for (int k = 1; k < V; k++)
+            mx = row[k] > mx ? row[k] : mx;
+        double sum = 0;
+        for (int k = 0; k < V; k++)
+            sum += exp(row[k] - mx);
+        for (int k = 0; k < V; k++)
+            row[k] -= mx + (float)log(sum);
+    }
+    int beams = 2;
+    cr_assert_eq(et_model_decode_begin(f.m, &f.batch, beams, T, &err), 0, "%s", err);
+    int32_t tok[B * 2], from[B * 2];
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < B * beams; i++)
+            tok[i] = f.in[(i / beams) * T + t];
+        const float *lp;
+        cr_assert_eq(et_model_decode_step(f.m, tok, t, &lp, &err), 0, "%s", err);
+        for (int i = 0; i < B; i++)
+            for (int k = 0; t < f.tgt_lens[i] && k < beams; k++)
+                for (int v = 0; v < V; v++)
+                    cr_assert_float_eq(lp[(i * beams + k) * V + v], ref[(i * T + t) * V + v], 1e-4,
+                                       "conv decode: example %d step %d", i, t);
+        for (int i = 0; i < B * beams; i++)
+            from[i] = (i / beams) * beams + (i % beams + 1) % beams;
+        et_model_decode_reorder(f.m, from);
+    }
+    et_model_destroy(f.m);
+    et_registry_free(&pl.reg);
 }
 
 Test(seq2seq, decode_equals_teacher_forcing_with_primer_dconv)

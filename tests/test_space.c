@@ -53,7 +53,7 @@ Test(space, errors)
     expect_err("encoder_embed_dim = 64\nencoder_layers = 4..2\nencoder_ffn_dim = 1\nencoder_heads = 1\n",
                "s.ini:3: [space] encoder_layers: '4..' is not a range of positive integers LO..HI");
     expect_err(ENC "encoder_block = standard, wide\n",
-               "s.ini:6: [space] encoder_block: 'wide' is not one of standard, attention-only, ffn-only, identity");
+               "s.ini:6: [space] encoder_block: 'wide' is not one of standard, attention-only, ffn-only, identity, conv");
     expect_err("encoder_embed_dim = 64\nencoder_layers = 2\nencoder_ffn_dim = 64, 64\nencoder_heads = 1\n",
                "s.ini:4: [space] encoder_ffn_dim: value 64 is listed twice");
     expect_err("encoder_embed_dim = 64\nencoder_layers = 2\nencoder_heads = 1\n",

@@ -29,7 +29,8 @@ typedef enum et_block {
     ET_BLOCK_STANDARD = 0,       /* attention then FFN */
     ET_BLOCK_ATTENTION_ONLY = 1,
     ET_BLOCK_FFN_ONLY = 2,
-    ET_BLOCK_IDENTITY = 3
+    ET_BLOCK_IDENTITY = 3,
+    ET_BLOCK_CONV = 4            /* light convolution (GLU, depthwise along time) then FFN */
 } et_block;
 
 typedef enum et_activation {
@@ -79,6 +80,7 @@ typedef struct et_stack_space {
     et_int_choices cross_heads;
     et_text_choices cross_attention;
     et_int_choices connect;    /* attend to the last 1..3 encoder layers */
+    et_int_choices conv_kernel; /* kernel sizes of conv blocks (odd) */
 } et_stack_space;
 
 typedef struct et_space {
@@ -103,6 +105,7 @@ typedef struct et_layer_arch {
     int32_t cross_heads;     /* seq2seq decoder layers only, else 0 */
     int32_t cross_attention; /* index, seq2seq decoder layers only */
     int32_t connect;         /* seq2seq decoder layers only, else 0 */
+    int32_t conv_kernel;     /* kernel size when block = conv, else 0 */
 } et_layer_arch;
 
 typedef struct et_stack_arch {

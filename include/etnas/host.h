@@ -166,6 +166,28 @@ struct et_host {
      * millions (decoder only when there is a decoder). */
     int (*zerocost)(void *ctx, const et_arch *arch, int32_t batch, uint64_t seed,
                     double *values, char **err);
+
+    /* ---- appended with graph search (OP-NAS) ---- */
+
+    /* Train arch for `steps` updates with the self-attention operators of
+     * stack `stack` (0 encoder, 1 decoder) given per layer as operator
+     * texts, ops[l] for each layer l < the stack's depth ("opgraph(graph=
+     * ...)" or any attention plugin with options; ignored for layers
+     * without attention), instead of the space's list; start from `init`
+     * (init_n floats: the parameters an earlier call returned, which
+     * BIWS-style inheritance passes from parent to child; NULL: a fresh
+     * initialisation seeded by the experiment), and score on `split`
+     * (ET_SPLIT_VALID or ET_SPLIT_TEST). The result is stored under the arch
+     * text with those operators, the steps and a hash of init (an identical
+     * call is answered from the store) and remembered as one of the
+     * strategy's evaluations; with final_rank >= 0 it is also recorded as
+     * the strategy's final result of that rank. *weights (may be NULL) gets
+     * a malloc'd copy of the trained parameters (*weights_n floats), kept in
+     * the store too, so a resumed run gets them back without training. */
+    int (*train_custom)(void *ctx, const et_arch *arch, int32_t stack, const char *const *ops,
+                        const float *init, int64_t init_n, int64_t steps, int32_t split,
+                        int32_t final_rank, et_eval_result *result, float **weights,
+                        int64_t *weights_n, char **err);
 };
 
 #define ET_HOST_HAS(host, member) \

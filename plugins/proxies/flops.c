@@ -16,6 +16,7 @@
  *              (host->attention_macs) + proj T*q*e (+ 3 taps x T*3q with
  *              Primer's depthwise convolution)
  *   cross      LN T*e + Q T*e*qx + KV 2*S*e_enc*qx + operator + out T*qx*e
+ *   conv       LN T*e + GLU input T*e*2e + depthwise T*k*e + output T*e*e
  *   FFN        LN T*e + FC1 T*e*f + FC2 T*f*e
  * a LayerNorm's affine being one MAC per element; plus a final LN T*e per
  * stack with pre-norm, and the embeddings and output:
@@ -205,6 +206,14 @@ static int stack_flops(const flops_state *f, const et_arch *arch, int stack, dou
                 c->macs += T * e * qx + 2 * S * e_enc * qx + core + T * qx * e;
                 c->other += T * qx + 2 * S * qx + 2 * T * e;
             }
+        }
+        if (g.conv) {
+            /* GLU input T*e*2e, depthwise T*k*e, output T*e*e; GLU (sigmoid and
+             * product) and biases, residual in other */
+            layernorm(c, hat, T, e);
+            c->macs += 2 * T * e * e + T * (double)g.kernel * e + T * e * e;
+            if (!hat)
+                c->other += 2 * T * e + 2 * T * e + 2 * T * e;
         }
         if (g.ffn) {
             layernorm(c, hat, T, e);

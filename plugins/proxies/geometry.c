@@ -26,7 +26,10 @@ void geom_layer_get(const et_space *space, const et_arch *arch, int stack, int32
     const et_layer_arch *g = stack == GEOM_STACK_ENC ? &arch->enc.layer[l] : &arch->dec.layer[l];
     memset(out, 0, sizeof *out);
     out->attn = g->block == ET_BLOCK_STANDARD || g->block == ET_BLOCK_ATTENTION_ONLY;
-    out->ffn = g->block == ET_BLOCK_STANDARD || g->block == ET_BLOCK_FFN_ONLY;
+    out->ffn = g->block == ET_BLOCK_STANDARD || g->block == ET_BLOCK_FFN_ONLY ||
+               g->block == ET_BLOCK_CONV;
+    out->conv = g->block == ET_BLOCK_CONV;
+    out->kernel = out->conv ? g->conv_kernel : 0;
     out->cross = out->attn && stack == GEOM_STACK_DEC && space->kind == ET_MODEL_KIND_SEQ2SEQ;
     out->heads = g->heads;
     out->q = q_width(space, g->heads);

@@ -40,6 +40,8 @@ enum { GEOM_STACK_ENC = 0, GEOM_STACK_DEC = 1, GEOM_STACK_CROSS = 2 };
  * (d = q / heads per head), qx and dx the same for the cross-attention. */
 typedef struct geom_layer {
     int attn, ffn, cross; /* which parts the block has (cross: seq2seq decoders) */
+    int conv;             /* a conv block's convolution part (then the FFN) */
+    int64_t kernel;       /* its kernel size */
     int64_t heads, q, d, choice;
     int64_t xheads, qx, dx, xchoice, connect;
     int64_t ffn_dim;

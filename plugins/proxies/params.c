@@ -100,6 +100,8 @@ static int64_t stack_params(const et_space *space, const et_arch *arch, int stac
                  (space->primer_dconv ? 3 * 3 * g.q : 0); /* Primer: 3 taps per channel */
         if (g.cross)
             n += 2 * e + g.qx * e + g.qx + 2 * g.qx * e_enc + 2 * g.qx + e * g.qx + e;
+        if (g.conv) /* LN, GLU input 2e x e + 2e, depthwise k x e, output e x e + e */
+            n += 2 * e + 2 * e * e + 2 * e + g.kernel * e + e * e + e;
         if (g.ffn)
             n += 2 * e + g.ffn_dim * e + g.ffn_dim + e * g.ffn_dim + e;
     }
