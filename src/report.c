@@ -41,7 +41,8 @@ static int on_eval(void *ctx, const et_store_eval_key *key, const et_store_eval 
     int solo = strcmp(val->stage, "standalone") == 0;
     /* evaluations with inherited weights: the shared supernet, or a
      * strategy's own soft-choice supernet */
-    if (!solo && strcmp(val->stage, "supernet") != 0 && strcmp(val->stage, "soft supernet") != 0)
+    if (!solo && strcmp(val->stage, "supernet") != 0 && strcmp(val->stage, "soft supernet") != 0 &&
+        strcmp(val->stage, "custom") != 0)
         return 0;
     point **arr = solo ? &g->solo : &g->pts;
     size_t *n = solo ? &g->ns : &g->n, *cap = solo ? &g->caps : &g->cap;

@@ -52,6 +52,9 @@ typedef struct strategy {
     int soft_ready, soft_ops;
     int64_t soft_valid_epoch, soft_valid_batch;
     char *soft_ckpt;
+    int32_t finals_done; /* final results the strategy recorded itself (train_custom) */
+    et_arch *proposed;   /* its own final candidates (host->propose), best first */
+    int32_t n_proposed;
 } strategy;
 
 typedef struct proxy_inst {
@@ -858,6 +861,228 @@ static int host_zerocost(void *ctx, const et_arch *arch, int32_t batch, uint64_t
     return 0;
 }
 
+/* ---------------------------------------------------------------- custom operators */
+
+static uint64_t fnv_bytes(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * UINT64_C(0x100000001b3);
+    return h;
+}
+
+static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, const char *const *ops,
+                             const float *init, int64_t init_n, int64_t steps, int32_t split,
+                             int32_t final_rank, et_eval_result *res, float **weights,
+                             int64_t *weights_n, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    if (weights) {
+        *weights = NULL;
+        *weights_n = 0;
+    }
+    et_space sp = r->x->space;
+    et_stack_space *ss = stack == 1 ? &sp.dec : &sp.enc;
+    if ((stack != 0 && stack != 1) || !ss->present || !ops || steps < 1 ||
+        (split != ET_SPLIT_VALID && split != ET_SPLIT_TEST))
+        return et_fail(err, ET_STATUS_ERR_USAGE,
+                       "train_custom: needs a present stack, operator texts, steps >= 1 and the "
+                       "valid or test split");
+    /* the operators become the stack's list; the arch points into it */
+    et_arch a = *arch;
+    et_stack_arch *sa = stack == 1 ? &a.dec : &a.enc;
+    et_text_choices list = {0};
+    for (int32_t l = 0; l < sa->layers; l++) {
+        et_layer_arch *g = &sa->layer[l];
+        int attn = g->block == ET_BLOCK_STANDARD || g->block == ET_BLOCK_ATTENTION_ONLY;
+        g->attention = 0;
+        if (!attn)
+            continue;
+        if (!ops[l] || !*ops[l] || strlen(ops[l]) >= ET_MAX_CHOICE_TEXT)
+            return et_fail(err, ET_STATUS_ERR_USAGE,
+                           "train_custom: layer %d: an operator text of 1..%d characters", l,
+                           ET_MAX_CHOICE_TEXT - 1);
+        int32_t k = 0;
+        while (k < list.n && strcmp(list.v[k], ops[l]))
+            k++;
+        if (k == list.n) {
+            if (list.n == ET_MAX_CHOICES)
+                return et_fail(err, ET_STATUS_ERR_USAGE, "train_custom: over %d operators",
+                               ET_MAX_CHOICES);
+            snprintf(list.v[list.n++], ET_MAX_CHOICE_TEXT, "%s", ops[l]);
+        }
+        g->attention = k;
+    }
+    if (!list.n)
+        snprintf(list.v[list.n++], ET_MAX_CHOICE_TEXT, "%s", ss->attention.v[0]);
+    ss->attention = list;
+    char *verr = NULL;
+    if (et_arch_validate(&sp, &a, &verr)) {
+        int rc = et_fail(err, ET_STATUS_ERR_USAGE, "train_custom: %s", verr);
+        free(verr);
+        return rc;
+    }
+    /* the store key: the arch with its operators, the steps and the init */
+    char *text = malloc(16384);
+    if (!text)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    if (et_arch_format(&sp, &a, text, 16384) < 0) {
+        free(text);
+        return et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
+    }
+    uint64_t ih = init ? fnv_bytes(UINT64_C(0xcbf29ce484222325), init,
+                                   sizeof(float) * (size_t)(init_n > 0 ? init_n : 0))
+                       : 0;
+    char cond[96], wkey[160];
+    snprintf(cond, sizeof cond, "custom steps=%lld init=%016llx", (long long)steps,
+             (unsigned long long)ih);
+    et_store_eval_key key = {r->run_id, s->sp->sec->name,
+                             split == ET_SPLIT_TEST ? "test" : "valid", cond,
+                             et_arch_hash(&sp, &a), text};
+    uint64_t kh = fnv_bytes(fnv_bytes(UINT64_C(0xcbf29ce484222325), text, strlen(text)), cond,
+                            strlen(cond));
+    snprintf(wkey, sizeof wkey, "weights/%s/%s/%016llx", s->sp->sec->name, key.split,
+             (unsigned long long)kh);
+    et_store_eval got;
+    int rc = et_store_eval_get(r->store, &key, &got, err);
+    void *blob = NULL;
+    size_t blob_n = 0;
+    if (rc == 1 && weights) {
+        int b = et_store_blob_get(r->store, r->run_id, wkey, &blob, &blob_n, err);
+        if (b < 0) {
+            free(text);
+            return b;
+        }
+        if (b == 0)
+            rc = 0; /* the weights were not kept: train again */
+    }
+    if (rc < 0) {
+        free(text);
+        return rc;
+    }
+    int from_store = rc == 1;
+    et_model *m = NULL;
+    et_attn_choice ch[ET_MAX_CHOICES];
+    int32_t n_ch = 0;
+    if (!from_store) {
+        et_attn_impl impl[ET_MAX_CHOICES];
+        for (; n_ch < list.n; n_ch++) {
+            rc = et_attn_choice_resolve(&r->x->reg, list.v[n_ch], "train_custom",
+                                        stack ? "decoder_attention" : "encoder_attention", "", 0,
+                                        &ch[n_ch], err);
+            if (rc) {
+                n_ch++;
+                goto done;
+            }
+            impl[n_ch] = (et_attn_impl){ch[n_ch].plugin->desc->vtable, ch[n_ch].opts};
+        }
+        et_model_config mc = model_config(r);
+        if (stack == 0)
+            mc.enc_attention = impl;
+        else
+            mc.dec_attention = impl;
+        double t0 = now(), metric = 0, loss = 0;
+        if ((rc = et_model_create(&sp, &mc, &r->base, &m, err)))
+            goto done;
+        int64_t n;
+        float *p = et_model_params(m, &n);
+        if (init && init_n != n) {
+            rc = et_fail(err, ET_STATUS_ERR_USAGE,
+                         "train_custom: init has %lld floats, the model %lld parameters",
+                         (long long)init_n, (long long)n);
+            goto done;
+        }
+        if (init)
+            memcpy(p, init, sizeof(float) * (size_t)n);
+        else
+            et_model_init(m, r->base.seed ^ UINT64_C(0xc057011));
+        et_train_config tc = r->tcfg;
+        tc.steps = steps;
+        tc.optim.total_steps = steps;
+        et_trainer t;
+        if (!(rc = et_trainer_create(&t, &tc, m, r->task_vt, r->task, &r->info, err))) {
+            rc = et_trainer_run(&t, steps, &a, NULL, err);
+            if (!rc)
+                rc = et_trainer_evaluate(&t, &a, split, &metric, &loss, err);
+        }
+        et_trainer_destroy(&t);
+        if (rc)
+            goto done;
+        memset(&got, 0, sizeof got);
+        snprintf(got.stage, sizeof got.stage, "%s", final_rank >= 0 ? "final" : "custom");
+        et_store_figures_add(&got.metrics, "metric", metric);
+        et_store_figures_add(&got.metrics, "loss", loss);
+        /* costs of the arch as the caller gave it (operator MACs of the space's choice) */
+        if ((rc = all_costs(r, arch, &got.costs, err)))
+            goto done;
+        got.wall = now() - t0;
+        if (weights &&
+            (rc = et_store_blob_put(r->store, r->run_id, wkey, p, sizeof(float) * (size_t)n, err)))
+            goto done;
+        if ((rc = et_store_eval_put(r->store, &key, &got, 1, err)))
+            goto done;
+        if (final_rank >= 0 && (rc = et_store_final_put(r->store, &key, final_rank, err)))
+            goto done;
+        if (weights) {
+            blob = malloc(sizeof(float) * (size_t)n);
+            if (!blob) {
+                rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            memcpy(blob, p, sizeof(float) * (size_t)n);
+            blob_n = sizeof(float) * (size_t)n;
+        }
+    }
+    {
+        const et_store_figure *mf = et_store_figures_find(&got.metrics, "metric");
+        const et_store_figure *lf = et_store_figures_find(&got.metrics, "loss");
+        *res = (et_eval_result){mf ? mf->value : NAN, lf ? lf->value : NAN,
+                                from_store ? 0 : got.wall, from_store};
+        if (weights) {
+            *weights = blob;
+            *weights_n = (int64_t)(blob_n / sizeof(float));
+            blob = NULL;
+        }
+        s->evals++;
+        s->reused += from_store;
+        if (final_rank >= 0)
+            s->finals_done++;
+    }
+done:
+    free(blob);
+    for (int32_t i = 0; i < n_ch; i++)
+        et_attn_choice_free(&ch[i]);
+    et_model_destroy(m);
+    free(text);
+    return rc;
+}
+
+static int host_propose(void *ctx, const et_arch *archs, int32_t n, char **err)
+{
+    strategy *s = ctx;
+    runner *r = s->r;
+    if (n < 0 || (n > 0 && !archs))
+        return et_fail(err, ET_STATUS_ERR_USAGE, "propose: %d candidates", n);
+    for (int32_t i = 0; i < n; i++) {
+        char *verr = NULL;
+        if (et_arch_validate(&r->x->space, &archs[i], &verr)) {
+            int rc = et_fail(err, ET_STATUS_ERR_USAGE, "propose: candidate %d: %s", i, verr);
+            free(verr);
+            return rc;
+        }
+    }
+    et_arch *copy = n ? malloc(sizeof *copy * (size_t)n) : NULL;
+    if (n && !copy)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    if (n)
+        memcpy(copy, archs, sizeof *copy * (size_t)n);
+    free(s->proposed);
+    s->proposed = copy;
+    s->n_proposed = n;
+    return 0;
+}
+
 static void host_for(runner *r, et_host *h, const char *section, void *ctx)
 {
     et_host_init(h, et_experiment_section_seed(r->x, section), r->x->threads, &r->x->space);
@@ -879,6 +1104,8 @@ static void host_for(runner *r, et_host *h, const char *section, void *ctx)
     h->soft_resume = host_soft_resume;
     h->soft_evaluate = host_soft_evaluate;
     h->zerocost = host_zerocost;
+    h->train_custom = host_train_custom;
+    h->propose = host_propose;
 }
 
 static char *effective_ini(const et_experiment *x)
@@ -1055,6 +1282,7 @@ static void teardown(runner *r)
         if (s->state)
             ((const et_search_vtable *)s->sp->plugin->desc->vtable)->destroy(s->state);
         free(s->recs);
+        free(s->proposed);
         if (s->soft_ready)
             et_trainer_destroy(&s->soft_trainer);
         et_model_destroy(s->soft_model);
@@ -1087,10 +1315,35 @@ static void teardown(runner *r)
 /* ---------------------------------------------------------------- final and report */
 
 /* The best `top` distinct archs under the constraints, best first (ties keep
- * evaluation order). Returns how many there are. */
-static int pick(const runner *r, const strategy *s, int top, record *out)
+ * evaluation order), or the strategy's proposed candidates in its order.
+ * Returns how many there are, or a negative code. */
+static int pick(const runner *r, const strategy *s, int top, record *out, char **err)
 {
     int n = 0;
+    if (s->n_proposed) {
+        /* the strategy's own order; the metric is its latest evaluation's */
+        for (int32_t i = 0; i < s->n_proposed && n < top; i++) {
+            const et_arch *a = &s->proposed[i];
+            uint64_t h = et_arch_hash(&r->x->space, a);
+            int dup = 0;
+            for (int k = 0; k < n && !dup; k++)
+                dup = et_arch_hash(&r->x->space, &out[k].arch) == h;
+            int32_t ok = 0;
+            if (dup)
+                continue;
+            int rc = satisfies((runner *)r, a, &ok, err);
+            if (rc)
+                return rc;
+            if (!ok)
+                continue;
+            record c = {*a, NAN, NAN, 1};
+            for (size_t j = 0; j < s->n; j++)
+                if (et_arch_hash(&r->x->space, &s->recs[j].arch) == h)
+                    c = s->recs[j];
+            out[n++] = c;
+        }
+        return n;
+    }
     for (size_t i = 0; i < s->n; i++) {
         const record *c = &s->recs[i];
         if (!c->ok || !isfinite(c->metric))
@@ -1261,7 +1514,16 @@ int et_runner_run(et_experiment *x, int resume, char **err)
         strategy *s = &r.strategies[i];
         et_log(ET_LOG_LEVEL_INFO, "[%s] %lld evaluations (%lld from the store) in %.1f s",
                s->sp->sec->name, (long long)s->evals, (long long)s->reused, s->seconds);
-        int n = pick(&r, s, top, best);
+        if (s->finals_done) {
+            et_log(ET_LOG_LEVEL_INFO, "[%s] recorded %d final results itself", s->sp->sec->name,
+                   (int)s->finals_done);
+            continue;
+        }
+        int n = pick(&r, s, top, best, err);
+        if (n < 0) {
+            rc = n;
+            break;
+        }
         if (n == 0)
             et_log(ET_LOG_LEVEL_WARN, "[%s] no evaluated architecture satisfies the constraints",
                    s->sp->sec->name);

@@ -188,6 +188,14 @@ struct et_host {
                         const float *init, int64_t init_n, int64_t steps, int32_t split,
                         int32_t final_rank, et_eval_result *result, float **weights,
                         int64_t *weights_n, char **err);
+
+    /* ---- appended with RankNAS ---- */
+
+    /* The strategy's own final candidates, best first (e.g. by a ranker):
+     * [final] takes its `top` winners from these, in this order, skipping
+     * any that break a constraint, instead of the best of the strategy's
+     * evaluations. A later call replaces the list. */
+    int (*propose)(void *ctx, const et_arch *archs, int32_t n, char **err);
 };
 
 #define ET_HOST_HAS(host, member) \
