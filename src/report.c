@@ -1,6 +1,7 @@
 /* Reports of a run from the store alone (report.h). */
 #include "report.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,6 +328,42 @@ static void json_figures(FILE *f, const et_store_figures *x)
     fputc('}', f);
 }
 
+/* Strategies' own figures and notes: blobs "artifact/NAME" (NAME of
+ * [A-Za-z0-9._-]) become files NAME beside the report, linked from it. */
+typedef struct artifacts {
+    const char *out_dir;
+    FILE *md;
+    int written;
+} artifacts;
+
+static int on_artifact(void *ctx, const char *key, const void *data, size_t n)
+{
+    artifacts *a = ctx;
+    const char *name = key + strlen("artifact/");
+    if (!*name || *name == '.')
+        return 0;
+    for (const char *c = name; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
+            return 0;
+    char *path = et_strdupf("%s/%s", a->out_dir, name);
+    FILE *f = path ? fopen(path, "wb") : NULL;
+    free(path);
+    if (!f)
+        return 0;
+    int ok = fwrite(data, 1, n, f) == n;
+    ok &= fclose(f) == 0;
+    if (!ok)
+        return 0;
+    if (!a->written++)
+        fprintf(a->md, "\n## Strategies' own figures\n");
+    size_t len = strlen(name);
+    if (len > 4 && !strcmp(name + len - 4, ".svg"))
+        fprintf(a->md, "\n![%s](%s)\n", name, name);
+    else
+        fprintf(a->md, "\n- [%s](%s)\n", name, name);
+    return 0;
+}
+
 int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, FILE *table,
                     char **err)
 {
@@ -377,6 +414,12 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
         if (svg && write_svg(svg, &g, figs[j], higher) == 0)
             fprintf(f, "\n![metric against %s](pareto_%s.svg)\n", figs[j], figs[j]);
         free(svg);
+    }
+    artifacts art = {out_dir, f, 0};
+    if ((rc = et_store_blob_each(st, run, "artifact/", on_artifact, &art, err))) {
+        fclose(f);
+        free(path);
+        goto done;
     }
     fclose(f);
     free(path);

@@ -1193,3 +1193,37 @@ int et_store_blob_get(et_store *st, int64_t run, const char *key, void **data, s
     sqlite3_finalize(s);
     return rc;
 }
+
+int et_store_blob_each(et_store *st, int64_t run, const char *prefix, et_store_blob_fn fn,
+                       void *ctx, char **err)
+{
+    int64_t tables = 0;
+    int rc = query_int(st, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                           "name = 'blob'",
+                       &tables, err);
+    if (rc || !tables)
+        return rc; /* a store written before blobs existed has none */
+    sqlite3_stmt *s = NULL;
+    /* prefix match without LIKE's wildcards: substr */
+    rc = prep(st,
+              "SELECT key, data FROM blob WHERE run_id = ? AND substr(key, 1, ?) = ? "
+              "ORDER BY key",
+              &s, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)strlen(prefix));
+    bind_text(s, 3, prefix);
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(s, 0);
+        const void *data = sqlite3_column_blob(s, 1);
+        size_t n = (size_t)sqlite3_column_bytes(s, 1);
+        if ((rc = fn(ctx, key ? key : "", data, n)))
+            break;
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = db_error(st, err, "cannot read plugins' data");
+    sqlite3_finalize(s);
+    return rc;
+}

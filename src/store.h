@@ -171,6 +171,12 @@ int et_store_blob_put(et_store *st, int64_t run, const char *key, const void *da
 int et_store_blob_get(et_store *st, int64_t run, const char *key, void **data, size_t *n,
                       char **err);
 
+typedef int (*et_store_blob_fn)(void *ctx, const char *key, const void *data, size_t n);
+/* Every blob of `run` whose key starts with prefix, in key order; a
+ * non-zero return of fn stops and is returned. */
+int et_store_blob_each(et_store *st, int64_t run, const char *prefix, et_store_blob_fn fn,
+                       void *ctx, char **err);
+
 /* ---------------------------------------------------------------- final results */
 
 /* Mark the stored evaluation `key` (typically stage "final", split "test") as

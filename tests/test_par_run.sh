@@ -53,7 +53,7 @@ retrain = false
 INI
 }
 
-echo "1..5"
+echo "1..6"
 ini plain 300 0 >"$tmp/plain.ini"
 "$etnas" run "$tmp/plain.ini" >"$tmp/plain.out" 2>"$tmp/plain.err"
 rc=$?
@@ -72,6 +72,14 @@ if grep -q '"zc_grad_norm": [0-9]' "$tmp/plain/results.json" &&
     ok "the zerocost proxy's figures reach results.json"
 else
     not_ok "zero-cost figures" "$(head -c 600 "$tmp/plain/results.json")"
+fi
+
+svg=$(ls "$tmp"/plain/par-*.svg 2>/dev/null | head -n 1)
+if [ -n "$svg" ] && grep -q "<polyline" "$svg" && grep -q "](par-[0-9a-f]*\.svg)" "$tmp/plain/report.md" &&
+    grep -q "attention blocks of 4 layers" "$tmp"/plain/par-*.md; then
+    ok "the report shows PAR's block probabilities over training and where attention ended up"
+else
+    not_ok "PAR figures" "$(ls "$tmp/plain")" "$(tail -n 5 "$tmp/plain/report.md")"
 fi
 
 ini costly 300 100000 >"$tmp/costly.ini"

@@ -22,6 +22,7 @@
  * supernet, so a resumed run continues exactly; each step's noise comes
  * from the stream split by its step number. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ static const char *const cand_name[CANDS] = {"attention", "ffn", "identity"};
 
 enum {
     OPT_STEPS, OPT_WARMUP, OPT_ARCH_SHARE, OPT_LR, OPT_WD, OPT_T0, OPT_T1, OPT_OPS, OPT_COST,
-    OPT_COST_COEF, OPT_CKPT
+    OPT_COST_COEF, OPT_CKPT, OPT_HISTORY
 };
 
 static const et_option_decl par_options[] = {
@@ -60,6 +61,8 @@ static const et_option_decl par_options[] = {
      "weight of the expected-cost term in the logits' loss"},
     {"checkpoint_every", ET_OPTION_TYPE_INT, "100", 1, 1e12, NULL,
      "steps between checkpoints of the soft supernet and the logits"},
+    {"history_every", ET_OPTION_TYPE_INT, "20", 1, 1e12, NULL,
+     "steps between the block probabilities plotted in the report (par-*.svg)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -79,12 +82,16 @@ typedef struct par {
     float *z, *m, *v;    /* logits and their Adam moments */
     float *w, *dw, *dz, *cost_c;
     int64_t step, adam_t;
+    /* block probabilities softmax(z) every history_every steps: rows of
+     * n_layers * CANDS floats, and the step of each row */
+    int64_t history_every, n_hist, cap_hist;
+    float *hist;
 } par;
 
 /* The saved state: the step, Adam's count, then logits and moments. */
 typedef struct par_header {
     uint64_t magic;
-    int64_t step, adam_t, n;
+    int64_t step, adam_t, n, n_hist;
 } par_header;
 #define PAR_MAGIC UINT64_C(0x5041525354415445) /* "PARSTATE" */
 
@@ -100,6 +107,7 @@ static void par_destroy(void *state)
     free(p->dw);
     free(p->dz);
     free(p->cost_c);
+    free(p->hist);
     free(p);
 }
 
@@ -151,6 +159,7 @@ static int par_create(const et_host *host, const et_option_value *opts, void **s
     snprintf(p->cost, sizeof p->cost, "%s", opts[OPT_COST].s ? opts[OPT_COST].s : "");
     p->cost_coef = opts[OPT_COST_COEF].f;
     p->ckpt_every = opts[OPT_CKPT].i;
+    p->history_every = opts[OPT_HISTORY].i;
     for (int i = 0; i < 2; i++) {
         if (!present[i])
             continue;
@@ -297,18 +306,21 @@ static void adam(par *p)
 
 static int save(par *p, char **err)
 {
-    size_t bytes = sizeof(par_header) + 3 * sizeof(float) * (size_t)p->n;
+    size_t hrow = sizeof(float) * (size_t)p->n_layers * CANDS;
+    size_t bytes = sizeof(par_header) + 3 * sizeof(float) * (size_t)p->n + hrow * (size_t)p->n_hist;
     unsigned char *buf = malloc(bytes);
     if (!buf) {
         *err = p->host->errorf("par: out of memory");
         return ET_STATUS_ERR_NOMEM;
     }
-    par_header h = {PAR_MAGIC, p->step, p->adam_t, p->n};
+    par_header h = {PAR_MAGIC, p->step, p->adam_t, p->n, p->n_hist};
     memcpy(buf, &h, sizeof h);
     size_t at = sizeof h, row = sizeof(float) * (size_t)p->n;
     memcpy(buf + at, p->z, row);
     memcpy(buf + at + row, p->m, row);
     memcpy(buf + at + 2 * row, p->v, row);
+    if (p->n_hist)
+        memcpy(buf + at + 3 * row, p->hist, hrow * (size_t)p->n_hist);
     int rc = p->host->soft_checkpoint(p->host->ctx, buf, bytes, err);
     free(buf);
     return rc;
@@ -322,9 +334,10 @@ static int restore(par *p, char **err)
     if (rc <= 0)
         return rc;
     par_header h;
-    size_t row = sizeof(float) * (size_t)p->n;
-    if (n != sizeof h + 3 * row || (memcpy(&h, data, sizeof h), h.magic != PAR_MAGIC) ||
-        h.n != p->n || h.step < 0 || h.step > p->steps) {
+    size_t row = sizeof(float) * (size_t)p->n, hrow = sizeof(float) * (size_t)p->n_layers * CANDS;
+    if (n < sizeof h || (memcpy(&h, data, sizeof h), h.magic != PAR_MAGIC) || h.n != p->n ||
+        h.step < 0 || h.step > p->steps || h.n_hist < 0 ||
+        n != sizeof h + 3 * row + hrow * (size_t)h.n_hist) {
         free(data);
         *err = p->host->errorf("par: the saved state does not fit this search (%zu bytes)", n);
         return ET_STATUS_ERR_FORMAT;
@@ -333,6 +346,18 @@ static int restore(par *p, char **err)
     memcpy(p->z, b, row);
     memcpy(p->m, b + row, row);
     memcpy(p->v, b + 2 * row, row);
+    if (h.n_hist) {
+        float *nh = malloc(hrow * (size_t)h.n_hist);
+        if (!nh) {
+            free(data);
+            *err = p->host->errorf("par: out of memory");
+            return ET_STATUS_ERR_NOMEM;
+        }
+        memcpy(nh, b + 3 * row, hrow * (size_t)h.n_hist);
+        free(p->hist);
+        p->hist = nh;
+        p->n_hist = p->cap_hist = h.n_hist;
+    }
     p->step = h.step;
     p->adam_t = h.adam_t;
     free(data);
@@ -363,6 +388,154 @@ static void log_logits(const par *p, const char *when)
                when, pl->stack ? "decoder" : "encoder", (int)pl->layer, w[0], w[1], w[2],
                p->z[pl->at], p->z[pl->at + 1], p->z[pl->at + 2]);
     }
+}
+
+/* Append the block probabilities softmax(z) of every layer. */
+static int record(par *p, char **err)
+{
+    int64_t row = (int64_t)p->n_layers * CANDS;
+    if (p->n_hist == p->cap_hist) {
+        int64_t cap = p->cap_hist ? 2 * p->cap_hist : 64;
+        float *nh = realloc(p->hist, sizeof *nh * (size_t)(cap * row));
+        if (!nh) {
+            *err = p->host->errorf("par: out of memory");
+            return ET_STATUS_ERR_NOMEM;
+        }
+        p->hist = nh;
+        p->cap_hist = cap;
+    }
+    float *out = p->hist + p->n_hist * row;
+    for (int32_t i = 0; i < p->n_layers; i++)
+        gumbel_softmax(p->z + p->layer[i].at, CANDS, 1.0, NULL, NULL, out + i * CANDS);
+    p->n_hist++;
+    return 0;
+}
+
+/* Grow a text buffer by a formatted piece. */
+static int add(char **buf, size_t *len, size_t *cap, const char *fmt, ...) ET_PRINTF(4, 5);
+static int add(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0)
+        return -1;
+    if (*len + (size_t)k + 1 > *cap) {
+        size_t nc = (*cap ? 2 * *cap : 4096) + (size_t)k;
+        char *nb = realloc(*buf, nc);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = nc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+    va_end(ap);
+    *len += (size_t)k;
+    return 0;
+}
+
+/* The report's figure: one panel per candidate (attention, FFN, identity),
+ * each layer's probability over the steps as a line. */
+static int plot(const par *p, char **err)
+{
+    const et_host *h = p->host;
+    if (p->n_hist < 1 || !ET_HOST_HAS(h, blob_put))
+        return 0;
+    char *b = NULL;
+    size_t len = 0, cap = 0;
+    const double W = 640, PH = 150, L = 50, TOP = 30;
+    int bad = add(&b, &len, &cap,
+                  "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                  "font-family=\"sans-serif\" font-size=\"11\">\n",
+                  W + 150, TOP + 3 * (PH + 30));
+    bad |= add(&b, &len, &cap, "<text x=\"%.0f\" y=\"18\">PAR: block probabilities over %lld steps"
+                               "</text>\n", L, (long long)p->steps);
+    int64_t row = (int64_t)p->n_layers * CANDS;
+    for (int c = 0; c < CANDS && !bad; c++) {
+        double y0 = TOP + c * (PH + 30);
+        bad |= add(&b, &len, &cap,
+                   "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+                   "stroke=\"#888\"/><text x=\"%.0f\" y=\"%.0f\">%s</text>"
+                   "<text x=\"5\" y=\"%.0f\">1</text><text x=\"5\" y=\"%.0f\">0</text>\n",
+                   L, y0, W - L, PH, L + 5, y0 + 14, cand_name[c], y0 + 10, y0 + PH);
+        for (int32_t i = 0; i < p->n_layers && !bad; i++) {
+            double hue = 360.0 * i / p->n_layers;
+            bad |= add(&b, &len, &cap, "<polyline fill=\"none\" stroke=\"hsl(%.0f,70%%,40%%)\" "
+                                       "points=\"", hue);
+            for (int64_t k = 0; k < p->n_hist && !bad; k++) {
+                double x = L + (W - L) * (p->n_hist > 1 ? (double)k / (p->n_hist - 1) : 0);
+                double y = y0 + PH * (1.0 - p->hist[k * row + i * CANDS + c]);
+                bad |= add(&b, &len, &cap, "%.1f,%.1f ", x, y);
+            }
+            bad |= add(&b, &len, &cap, "\"/>\n");
+            if (c == 0)
+                bad |= add(&b, &len, &cap,
+                           "<text x=\"%.0f\" y=\"%.0f\" fill=\"hsl(%.0f,70%%,40%%)\">%s %d"
+                           "</text>\n",
+                           W + 10, TOP + 14 * (i + 1), hue,
+                           p->layer[i].stack ? "decoder" : "encoder", (int)p->layer[i].layer);
+        }
+    }
+    bad |= add(&b, &len, &cap, "</svg>\n");
+    int rc = 0;
+    if (bad) {
+        *err = h->errorf("par: out of memory");
+        rc = ET_STATUS_ERR_NOMEM;
+    } else {
+        char key[96];
+        snprintf(key, sizeof key, "artifact/par-%016llx.svg", (unsigned long long)h->seed);
+        rc = h->blob_put(h->ctx, key, b, len, err);
+    }
+    free(b);
+    return rc;
+}
+
+/* The found interleaving and where its attention blocks sit, against the
+ * PAR paper's observation (attention in the first two thirds). */
+static int summary(const par *p, char **err)
+{
+    const et_host *h = p->host;
+    if (!ET_HOST_HAS(h, blob_put))
+        return 0;
+    char *b = NULL;
+    size_t len = 0, cap = 0;
+    int bad = add(&b, &len, &cap, "# PAR: the found layers\n\n| stack | layer | choice | "
+                                  "attention | ffn | identity |\n|---|---|---|---|---|---|\n");
+    for (int st = 0; st < 2; st++) {
+        int32_t total = 0, attn = 0, early = 0;
+        for (int32_t i = 0; i < p->n_layers; i++)
+            total += p->layer[i].stack == st;
+        for (int32_t i = 0; i < p->n_layers && !bad; i++) {
+            const par_layer *pl = &p->layer[i];
+            if (pl->stack != st)
+                continue;
+            float w[CANDS];
+            gumbel_softmax(p->z + pl->at, CANDS, 1.0, NULL, NULL, w);
+            int32_t c = gumbel_argmax(p->z + pl->at, CANDS);
+            attn += c == CAND_ATTN;
+            early += c == CAND_ATTN && 3 * pl->layer < 2 * total;
+            bad |= add(&b, &len, &cap, "| %s | %d | %s | %.3f | %.3f | %.3f |\n",
+                       st ? "decoder" : "encoder", (int)pl->layer, cand_name[c], w[0], w[1], w[2]);
+        }
+        if (total)
+            bad |= add(&b, &len, &cap,
+                       "\n%s: %d attention blocks of %d layers, %d of them in the first two "
+                       "thirds.\n\n",
+                       st ? "Decoder" : "Encoder", (int)attn, (int)total, (int)early);
+    }
+    int rc = 0;
+    if (bad) {
+        *err = h->errorf("par: out of memory");
+        rc = ET_STATUS_ERR_NOMEM;
+    } else {
+        char key[96];
+        snprintf(key, sizeof key, "artifact/par-%016llx.md", (unsigned long long)h->seed);
+        rc = h->blob_put(h->ctx, key, b, len, err);
+    }
+    free(b);
+    return rc;
 }
 
 static int par_run(void *state, char **err)
@@ -400,6 +573,8 @@ static int par_run(void *state, char **err)
         }
         if (h->progress)
             h->progress(h->ctx, "par", i + 1, p->steps);
+        if ((i + 1) % p->history_every == 0 && (rc = record(p, err)))
+            return rc;
         if ((i + 1) % p->ckpt_every == 0 || i + 1 == p->steps) {
             p->step = i + 1;
             if ((rc = save(p, err)))
@@ -408,6 +583,8 @@ static int par_run(void *state, char **err)
         }
     }
     log_logits(p, "final");
+    if ((rc = plot(p, err)) || (rc = summary(p, err)))
+        return rc;
     et_arch a;
     read_out(p, &a);
     char text[4096];
