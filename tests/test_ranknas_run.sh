@@ -70,7 +70,7 @@ INI
 # the search's own result: its candidates, without wall times
 candidates() { grep "ranknas: candidate" "$1" | sed 's/^.*ranknas: //'; }
 
-echo "1..9"
+echo "1..10"
 write_ini a 400 50 0.95 2
 # latency_mlp as a constraint that every arch meets
 printf '[proxy latency_mlp]\nsamples = 30\nwarmup = 1\nruns = 5\nhidden = 32\nlr = 1e-3\nsteps = 200\n' >>"$tmp/a.ini"
@@ -84,6 +84,12 @@ else
     not_ok "run" "exit $rc" "$(tail -n 3 "$tmp/a.err")"
 fi
 cp "$tmp/a/results.csv" "$tmp/first.csv"
+svg=$(ls "$tmp"/a/ranknas-*-importance.svg 2>/dev/null | head -n 1)
+if [ -n "$svg" ] && grep -q "<rect" "$svg" && grep -q "](ranknas-[0-9a-f]*-importance\.svg)" "$tmp/a/report.md"; then
+    ok "the report shows the feature-importance bars"
+else
+    not_ok "importance figure" "$(ls "$tmp/a")"
+fi
 
 if grep -q "ranknas: supernet step 100: Kendall tau -\{0,1\}[0-9.]* with the ranking of step 50 (12 archs)" "$tmp/a.err" &&
     grep -q "ranknas: supernet training stopped at step [0-9]* of at most 400" "$tmp/a.err" &&

@@ -606,6 +606,55 @@ static int importance(ranknas *r, const dataset *d, const ranker *rk, double *ta
     return rc ? rc : ranker_gain(rk, gain, err);
 }
 
+/* The report's bar chart of feature importance: |Kendall tau| of each
+ * feature with the target (and with latency), one row per feature. */
+static int importance_svg(ranknas *r, int with_latency, char **err)
+{
+    const et_host *h = r->host;
+    size_t cap = 1024 + (size_t)r->f * 600, o = 0;
+    char *svg = malloc(cap), name[64];
+    if (!svg)
+        return nomem(r, err);
+    const double row = 16, left = 170, bar = 300;
+    int series = with_latency ? 2 : 1;
+    o += (size_t)snprintf(svg + o, cap - o,
+                          "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
+                          "height=\"%.0f\" font-family=\"sans-serif\" font-size=\"11\">\n"
+                          "<text x=\"5\" y=\"14\">RankNAS feature importance: |Kendall tau| "
+                          "with the target%s</text>\n",
+                          left + bar + 60, 30 + row * r->f + 20,
+                          with_latency ? " (dark) and with latency (light)" : "");
+    for (int32_t j = 0; j < r->f && o < cap; j++) {
+        prune_feature_name(h->space, j, name, sizeof name);
+        double y = 26 + row * j;
+        o += (size_t)snprintf(svg + o, cap - o, "<text x=\"5\" y=\"%.0f\">%s</text>\n",
+                              y + 11, name);
+        for (int k = 0; k < series && o < cap; k++) {
+            double v = fabs(r->importance[2 * k][j]);
+            o += (size_t)snprintf(svg + o, cap - o,
+                                  "<rect x=\"%.0f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                                  "fill=\"%s\"/>\n",
+                                  left, y + k * (row - 2) / series, bar * (v > 1 ? 1 : v),
+                                  (row - 2) / series, k ? "#9cc3e6" : "#1f5f9e");
+        }
+        o += (size_t)snprintf(svg + o, cap - o, "<text x=\"%.0f\" y=\"%.0f\">%.2f</text>\n",
+                              left + bar + 5, y + 11, fabs(r->importance[0][j]));
+    }
+    if (o < cap)
+        o += (size_t)snprintf(svg + o, cap - o, "</svg>\n");
+    int rc = 0;
+    if (o >= cap) {
+        rc = nomem(r, err);
+    } else {
+        char key[128];
+        snprintf(key, sizeof key, "artifact/ranknas-%016llx-importance.svg",
+                 (unsigned long long)h->seed);
+        rc = h->blob_put(h->ctx, key, svg, o, err);
+    }
+    free(svg);
+    return rc;
+}
+
 /* Logs the importance and keeps it in the store as tab-separated text. */
 static int keep_importance(ranknas *r, int with_latency, char **err)
 {
@@ -642,7 +691,14 @@ static int keep_importance(ranknas *r, int with_latency, char **err)
     char key[128];
     snprintf(key, sizeof key, "%s/importance", r->key);
     int rc = h->blob_put(h->ctx, key, text, o, err);
+    if (!rc) { /* the report's copy */
+        snprintf(key, sizeof key, "artifact/ranknas-%016llx-importance.tsv",
+                 (unsigned long long)h->seed);
+        rc = h->blob_put(h->ctx, key, text, o, err);
+    }
     free(text);
+    if (!rc)
+        rc = importance_svg(r, with_latency, err);
     return rc;
 }
 
