@@ -188,6 +188,11 @@ int et_attn_choice_resolve(const et_registry *reg, const char *text, const char 
                                "%s: [space] %s: '%s': options are key=value pairs", where, key,
                                text);
             *eq = 0;
+            for (size_t k = 0; k < opts.n; k++)
+                if (!strcmp(entries[k].key, s))
+                    return et_fail(err, ET_STATUS_ERR_USAGE,
+                                   "%s: [space] %s: '%s': option '%s' is given twice", where, key,
+                                   text, s);
             entries[opts.n++] = (et_config_entry){s, eq + 1, opts.file, opts.line, 0};
             s = comma ? comma + 1 : s + strlen(s);
         }

@@ -962,11 +962,12 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
         return rc;
     }
     int from_store = rc == 1;
+    rc = 0;
     et_model *m = NULL;
     et_attn_choice ch[ET_MAX_CHOICES];
+    et_attn_impl impl[ET_MAX_CHOICES]; /* the model reads them until it is destroyed */
     int32_t n_ch = 0;
     if (!from_store) {
-        et_attn_impl impl[ET_MAX_CHOICES];
         for (; n_ch < list.n; n_ch++) {
             rc = et_attn_choice_resolve(&r->x->reg, list.v[n_ch], "train_custom",
                                         stack ? "decoder_attention" : "encoder_attention", "", 0,

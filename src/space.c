@@ -67,7 +67,7 @@ typedef struct ctx {
 static int bad(ctx *c, const char *key, const char *fmt, const char *detail)
 {
     const et_config_entry *e = et_config_entry_find(c->sec, key);
-    char where[512], msg[4096];
+    char where[512], msg[ET_MAX_CHOICES * ET_MAX_CHOICE_TEXT + 512];
     if (e)
         et_where(e, where, sizeof where);
     else
@@ -105,7 +105,7 @@ static int split_items(ctx *c, const char *key, const char *text, char items[][E
             if (*n == ET_MAX_CHOICES)
                 return bad(c, key, "more than %s choices", "32");
             if (strlen(item) >= ET_MAX_CHOICE_TEXT)
-                return bad(c, key, "choice '%s' is too long (95 characters at most)", item);
+                return bad(c, key, "choice '%s' is too long (255 characters at most)", item);
             strcpy(items[(*n)++], item);
             o = 0;
             if (*s == 0)

@@ -101,7 +101,7 @@ sed 's/^encoder_attention = .*/encoder_attention = fake_attn, opgraph(graph=matm
 "$etnas" check "$tmp/og.ini" >"$tmp/out" 2>&1 && grep -q ": ok$" "$tmp/out" &&
     ok "an opgraph expression with commas passes as one option value" || not_ok "opgraph option" "$(cat "$tmp/out")"
 sed 's/recompute=false)/recompute=false,graph=matmul(Q,V))/' "$tmp/og.ini" >"$tmp/og2.ini"
-expect 2 "graph" "a repeated option is still refused" -- check "$tmp/og2.ini"
+expect 2 "option 'graph' is given twice" "a repeated option is still refused" -- check "$tmp/og2.ini"
 { cat "$tmp/e.ini"; printf '[trian]\nsteps = 3\n'; } >"$tmp/e2.ini"
 expect 2 "e2.ini:14: unknown section \[trian\] (did you mean \[train\]?)" "unknown section" -- check "$tmp/e2.ini"
 expect 2 "\-\-set: \[search one\] unknown key 'sise' (did you mean 'size'?)" "--set unknown key" -- check "$tmp/e.ini" --set "search one.sise=3"

@@ -17,7 +17,7 @@ extern "C" {
 
 #define ET_MAX_LAYERS 32
 #define ET_MAX_CHOICES 32
-#define ET_MAX_CHOICE_TEXT 96
+#define ET_MAX_CHOICE_TEXT 256
 
 typedef enum et_model_kind {
     ET_MODEL_KIND_ENCODER = 1, /* encoder only (classifier) */
