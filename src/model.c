@@ -530,6 +530,19 @@ static void plan_stack(et_model *m, et_stack *s, carve *c, int64_t *max_q, int64
         if (s->soft) {
             a->soft_out = take(c, N * e);
             stream = a->soft_out; /* the next layer reads the mixture */
+            if (s->soft_std) { /* `standard`: the FFN on the attention block's output */
+                part_act *ps = &a->std_ffn;
+                ps->in = a->part[s->n_cross ? PART_CROSS : PART_ATTN].out;
+                ps->out = take(c, N * e);
+                ps->mean = take(c, N);
+                ps->rstd = take(c, N);
+                if (pre)
+                    ps->z = take(c, N * e);
+                else
+                    ps->s = take(c, N * e);
+                a->std_h = take(c, N * g->ffn_dim);
+                a->std_g = take(c, N * g->ffn_dim);
+            }
         }
         int32_t q, d, h;
         if (has_part(s, l, PART_ATTN)) {
@@ -1009,21 +1022,29 @@ static void conv_forward(et_model *m, et_stack *s, int32_t l)
     part_forward(m, pa, P(m, t[P_LNV_G]), P(m, t[P_LNV_B]), m->dsub, site(s, l, PART_CONV), N, e);
 }
 
-static void ffn_forward(et_model *m, et_stack *s, int32_t l)
+/* The FFN part, or with std = 1 the soft mixture's `standard` branch: the
+ * same weights on the attention block's output (its own activations). */
+static void ffn_forward_branch(et_model *m, et_stack *s, int32_t l, int std)
 {
     layer_act *a = &s->la[l];
-    part_act *pa = &a->part[PART_FFN];
+    part_act *pa = std ? &a->std_ffn : &a->part[PART_FFN];
+    float *h = std ? a->std_h : a->h, *gg = std ? a->std_g : a->g;
+    uint64_t st = site(s, l, PART_FFN) + (std ? 5 : 0);
     const int32_t *t = s->t_layer[l];
     const et_layer_arch *g = &s->arch->layer[l];
     int64_t N = (int64_t)m->b_now * s->T, e = s->arch->embed_dim, f = g->ffn_dim;
     const float *x = part_input(m, pa, P(m, t[P_LN2_G]), P(m, t[P_LN2_B]), N, e);
-    et_linear_forward(a->h, f, x, e, P(m, t[P_FC1_W]), s->E, P(m, t[P_FC1_B]), N, e, f);
-    et_activation_forward(g->activation, a->g, a->h, N * f);
+    et_linear_forward(h, f, x, e, P(m, t[P_FC1_W]), s->E, P(m, t[P_FC1_B]), N, e, f);
+    et_activation_forward(g->activation, gg, h, N * f);
     if (m->training && m->cfg.activation_dropout > 0)
-        et_dropout_forward(a->g, N * f, m->cfg.activation_dropout, dropout_seed(m),
-                           site(s, l, PART_FFN) + 4);
-    et_linear_forward(m->dsub, e, a->g, f, P(m, t[P_FC2_W]), s->F, P(m, t[P_FC2_B]), N, f, e);
-    part_forward(m, pa, P(m, t[P_LN2_G]), P(m, t[P_LN2_B]), m->dsub, site(s, l, PART_FFN), N, e);
+        et_dropout_forward(gg, N * f, m->cfg.activation_dropout, dropout_seed(m), st + 4);
+    et_linear_forward(m->dsub, e, gg, f, P(m, t[P_FC2_W]), s->F, P(m, t[P_FC2_B]), N, f, e);
+    part_forward(m, pa, P(m, t[P_LN2_G]), P(m, t[P_LN2_B]), m->dsub, st, N, e);
+}
+
+static void ffn_forward(et_model *m, et_stack *s, int32_t l)
+{
+    ffn_forward_branch(m, s, l, 0);
 }
 
 /* The stream leaving layer l (identity layers pass theirs on). */
@@ -1055,13 +1076,20 @@ static int stack_forward(et_model *m, et_stack *s, char **err)
         if (a->part[PART_FFN].out)
             ffn_forward(m, s, l);
         if (s->soft) {
-            /* out = w_A A(x) + w_F F(x) + w_I x */
+            /* out = w_A A(x) + w_F F(x) + w_I x (+ w_S F(A(x))) */
             int64_t n = (int64_t)m->b_now * s->T * s->arch->embed_dim;
             const float *ya = a->part[s->n_cross ? PART_CROSS : PART_ATTN].out;
             const float *yf = a->part[PART_FFN].out;
             float wa = s->soft_w[l][0], wf = s->soft_w[l][1], wi = s->soft_w[l][2];
             for (int64_t i = 0; i < n; i++)
                 a->soft_out[i] = wa * ya[i] + wf * yf[i] + wi * stream[i];
+            if (s->soft_std) {
+                ffn_forward_branch(m, s, l, 1);
+                float ws = s->soft_w[l][3];
+                const float *ys = a->std_ffn.out;
+                for (int64_t i = 0; i < n; i++)
+                    a->soft_out[i] += ws * ys[i];
+            }
         }
         stream = layer_out(s, l, stream);
         s->lout[l] = stream;
@@ -1342,29 +1370,35 @@ static void part_backward_input(et_model *m, part_act *pa, const float *gamma, f
             m->dx[i] += dx_sub[i];
 }
 
-static void ffn_backward(et_model *m, et_stack *s, int32_t l)
+static void ffn_backward_branch(et_model *m, et_stack *s, int32_t l, int std)
 {
     layer_act *a = &s->la[l];
-    part_act *pa = &a->part[PART_FFN];
+    part_act *pa = std ? &a->std_ffn : &a->part[PART_FFN];
+    float *h = std ? a->std_h : a->h, *gg = std ? a->std_g : a->g;
+    uint64_t st = site(s, l, PART_FFN) + (std ? 5 : 0);
     const int32_t *t = s->t_layer[l];
     const et_layer_arch *g = &s->arch->layer[l];
     int64_t N = (int64_t)m->b_now * s->T, e = s->arch->embed_dim, f = g->ffn_dim;
     float *du = m->dsub;
-    part_backward_output(m, pa, P(m, t[P_LN2_G]), G(m, t[P_LN2_G]), G(m, t[P_LN2_B]), du,
-                         site(s, l, PART_FFN), N, e);
+    part_backward_output(m, pa, P(m, t[P_LN2_G]), G(m, t[P_LN2_G]), G(m, t[P_LN2_B]), du, st, N,
+                         e);
     memset(m->dg, 0, sizeof(float) * (size_t)(N * f));
-    et_linear_backward(m->dg, f, G(m, t[P_FC2_W]), s->F, G(m, t[P_FC2_B]), du, e, a->g, f,
+    et_linear_backward(m->dg, f, G(m, t[P_FC2_W]), s->F, G(m, t[P_FC2_B]), du, e, gg, f,
                        P(m, t[P_FC2_W]), s->F, N, f, e);
     if (m->training && m->cfg.activation_dropout > 0)
-        et_dropout_backward(m->dg, N * f, m->cfg.activation_dropout, dropout_seed(m),
-                            site(s, l, PART_FFN) + 4);
+        et_dropout_backward(m->dg, N * f, m->cfg.activation_dropout, dropout_seed(m), st + 4);
     memset(m->dh, 0, sizeof(float) * (size_t)(N * f));
-    et_activation_backward(g->activation, m->dh, a->h, m->dg, N * f);
+    et_activation_backward(g->activation, m->dh, h, m->dg, N * f);
     const float *x = m->space.norm == ET_NORM_PRE ? pa->z : pa->in;
     memset(du, 0, sizeof(float) * (size_t)(N * e));
     et_linear_backward(du, e, G(m, t[P_FC1_W]), s->E, G(m, t[P_FC1_B]), m->dh, f, x, e,
                        P(m, t[P_FC1_W]), s->E, N, e, f);
     part_backward_input(m, pa, P(m, t[P_LN2_G]), G(m, t[P_LN2_G]), G(m, t[P_LN2_B]), du, N, e);
+}
+
+static void ffn_backward(et_model *m, et_stack *s, int32_t l)
+{
+    ffn_backward_branch(m, s, l, 0);
 }
 
 static void conv_backward(et_model *m, et_stack *s, int32_t l)
@@ -1533,17 +1567,21 @@ static int stack_backward(et_model *m, et_stack *s, char **err)
              * each branch from its share of dout, summed at x */
             const float *ya = a->part[s->n_cross ? PART_CROSS : PART_ATTN].out;
             const float *yf = a->part[PART_FFN].out;
-            double ga = 0, gf = 0, gi = 0;
+            const float *ys = s->soft_std ? a->std_ffn.out : NULL;
+            double ga = 0, gf = 0, gi = 0, gs = 0;
             for (int64_t i = 0; i < n; i++) {
                 float g = m->dx[i];
                 ga += (double)g * ya[i];
                 gf += (double)g * yf[i];
                 gi += (double)g * x[i];
+                if (ys)
+                    gs += (double)g * ys[i];
                 m->dsoft_g[i] = g;
             }
             s->soft_g[l][0] += (float)ga;
             s->soft_g[l][1] += (float)gf;
             s->soft_g[l][2] += (float)gi;
+            s->soft_g[l][3] += (float)gs;
             float wf = s->soft_w[l][1];
             for (int64_t i = 0; i < n; i++)
                 m->dx[i] = wf * m->dsoft_g[i];
@@ -1554,9 +1592,19 @@ static int stack_backward(et_model *m, et_stack *s, char **err)
             conv_backward(m, s, l);
         if (s->soft) {
             float wa = s->soft_w[l][0], wi = s->soft_w[l][2];
-            for (int64_t i = 0; i < n; i++) {
+            for (int64_t i = 0; i < n; i++)
                 m->dsoft_acc[i] = m->dx[i] + wi * m->dsoft_g[i];
-                m->dx[i] = wa * m->dsoft_g[i];
+            if (s->soft_std) {
+                /* the standard branch first: its input is the attention block's output */
+                float ws = s->soft_w[l][3];
+                for (int64_t i = 0; i < n; i++)
+                    m->dx[i] = ws * m->dsoft_g[i];
+                ffn_backward_branch(m, s, l, 1); /* dx: its share at A's output */
+                for (int64_t i = 0; i < n; i++)
+                    m->dx[i] += wa * m->dsoft_g[i];
+            } else {
+                for (int64_t i = 0; i < n; i++)
+                    m->dx[i] = wa * m->dsoft_g[i];
             }
         }
         if (a->part[PART_CROSS].out && (rc = cross_backward(m, s, l)))
@@ -1780,13 +1828,22 @@ const float *et_model_input_grad(const et_model *m, int64_t *per_example)
 int et_model_set_soft(et_model *m, int32_t stack, const float *block_w, const float *op_w,
                       char **err)
 {
+    return et_model_set_soft_blocks(m, stack, 3, block_w, op_w, err);
+}
+
+int et_model_set_soft_blocks(et_model *m, int32_t stack, int32_t blocks, const float *block_w,
+                             const float *op_w, char **err)
+{
+    if (blocks != 3 && blocks != 4)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "model: soft mixtures have 3 or 4 candidates");
     if (stack < 0 || stack > 1 || !m->st[stack].present || !block_w)
         return et_fail(err, ET_STATUS_ERR_USAGE, "model: soft choices need a present stack (0 "
                                                  "encoder, 1 decoder) and block weights");
     et_stack *s = &m->st[stack];
     for (int32_t l = 0; l < s->L; l++) {
-        for (int k = 0; k < 3; k++) {
-            float w = block_w[l * 3 + k];
+        s->soft_w[l][3] = 0.0f;
+        for (int k = 0; k < blocks; k++) {
+            float w = block_w[l * blocks + k];
             if (!isfinite(w))
                 return et_fail(err, ET_STATUS_ERR_NUMERIC,
                                "model: soft block weight %d of layer %d is not finite", k, l);
@@ -1800,10 +1857,11 @@ int et_model_set_soft(et_model *m, int32_t stack, const float *block_w, const fl
             s->op_w[l][o] = w;
         }
     }
-    if (s->soft != 1 || s->soft_ops != (op_w != NULL))
+    if (s->soft != 1 || s->soft_ops != (op_w != NULL) || s->soft_std != (blocks == 4))
         m->bound = 0; /* the arena changes: bind again */
     s->soft = 1;
     s->soft_ops = op_w != NULL;
+    s->soft_std = blocks == 4;
     return 0;
 }
 
@@ -1812,7 +1870,7 @@ void et_model_clear_soft(et_model *m)
     for (int i = 0; i < 2; i++) {
         if (m->st[i].soft)
             m->bound = 0;
-        m->st[i].soft = m->st[i].soft_ops = 0;
+        m->st[i].soft = m->st[i].soft_ops = m->st[i].soft_std = 0;
     }
 }
 

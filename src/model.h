@@ -99,9 +99,15 @@ int et_model_backward(et_model *m, float scale, char **err);
  * gradients et_model_soft_grads returns (zeroed by each forward). */
 int et_model_set_soft(et_model *m, int32_t stack, const float *block_w, const float *op_w,
                       char **err);
+/* The same with `blocks` = 4 candidates per layer: block_w (L, 4) adds the
+ * standard block (attention then FFN, the FFN's weights shared with the
+ * FFN-only candidate): out += w[l][3] * F(A(x)). */
+int et_model_set_soft_blocks(et_model *m, int32_t stack, int32_t blocks, const float *block_w,
+                             const float *op_w, char **err);
 void et_model_clear_soft(et_model *m);
-/* (L, 3) block-weight gradients; *op_grads (may be NULL) gets (L, n_attn)
- * rows of ET_MAX_CHOICES floats. */
+/* Block-weight gradients, rows of 4 floats per layer (attention, FFN,
+ * identity, standard); *op_grads (may be NULL) gets (L, n_attn) rows of
+ * ET_MAX_CHOICES floats. */
 const float *et_model_soft_grads(const et_model *m, int32_t stack, const float **op_grads);
 
 /* Gradients for zero-cost proxies. want_input_grad (before et_model_bind)

@@ -46,6 +46,8 @@ typedef struct layer_act {
     /* soft layers */
     float *soft_out;                     /* (N,e) the mixture */
     float *att_op[ET_MAX_CHOICES];       /* (N,q) each operator's output */
+    part_act std_ffn;                    /* the `standard` candidate: FFN after A */
+    float *std_h, *std_g;                /* (N,f) its activations */
     float *saved_op[ET_MAX_CHOICES];
 } layer_act;
 
@@ -71,8 +73,9 @@ typedef struct et_stack {
     const int32_t *key_len;
     /* soft choices (model.h): block weights (attention, FFN, identity) and
      * operator weights per layer, and their gradients */
-    int soft, soft_ops;
-    float soft_w[ET_MAX_LAYERS][3], soft_g[ET_MAX_LAYERS][3];
+    int soft, soft_ops, soft_std;
+    /* (attention, FFN, identity, standard); standard only with soft_std */
+    float soft_w[ET_MAX_LAYERS][4], soft_g[ET_MAX_LAYERS][4];
     float op_w[ET_MAX_LAYERS][ET_MAX_CHOICES], op_g[ET_MAX_LAYERS][ET_MAX_CHOICES];
 } et_stack;
 

@@ -661,7 +661,7 @@ static void soft_grads(strategy *s, float *dw)
         int32_t L = et_stack_max_layers(st[i]), n_ops = s->soft_ops ? st[i]->attention.n : 0;
         for (int32_t l = 0; l < L; l++) {
             for (int k = 0; k < 3; k++)
-                *dw++ = bg[l * 3 + k];
+                *dw++ = bg[l * 4 + k];
             for (int32_t o = 0; o < n_ops; o++)
                 *dw++ = og[l * ET_MAX_CHOICES + o];
         }

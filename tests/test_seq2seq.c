@@ -532,8 +532,8 @@ Test(seq2seq, bad_batches_and_decode_calls_are_refused)
 
 typedef struct soft_fixture {
     fixture f;
-    int32_t stack;
-    float bw[2][8 * 3], ow[2][8 * 2];
+    int32_t stack, blocks; /* 3, or 4 with the standard candidate */
+    float bw[2][8 * 4], ow[2][8 * 2];
     int ops;
 } soft_fixture;
 
@@ -543,8 +543,8 @@ static double soft_loss(void *p)
     char *err = NULL;
     for (int32_t st = 0; st < 2; st++)
         if (sf->stack < 0 || sf->stack == st)
-            cr_assert_eq(et_model_set_soft(sf->f.m, st, sf->bw[st], sf->ops ? sf->ow[st] : NULL,
-                                           &err),
+            cr_assert_eq(et_model_set_soft_blocks(sf->f.m, st, sf->blocks, sf->bw[st],
+                                                  sf->ops ? sf->ow[st] : NULL, &err),
                          0, "%s", err);
     return loss_of(&sf->f);
 }
@@ -558,12 +558,14 @@ static void check_soft_weights(soft_fixture *sf, int32_t st, int32_t layers, int
     cr_assert_eq(et_model_backward(sf->f.m, 1.0f, &err), 0, "%s", err);
     const float *og;
     const float *bg = et_model_soft_grads(sf->f.m, st, &og);
-    float gb[8 * 3], go[8 * 2];
-    memcpy(gb, bg, sizeof(float) * (size_t)layers * 3);
+    float gb[8 * 4], go[8 * 2];
+    for (int32_t l = 0; l < layers; l++)
+        for (int k = 0; k < sf->blocks; k++)
+            gb[l * sf->blocks + k] = bg[l * 4 + k];
     for (int32_t l = 0; l < layers; l++)
         for (int32_t o = 0; o < n_ops; o++)
             go[l * n_ops + o] = og[l * ET_MAX_CHOICES + o];
-    double e = fd_check(soft_loss, sf, sf->bw[st], gb, layers * 3, 64, 1e-3f);
+    double e = fd_check(soft_loss, sf, sf->bw[st], gb, layers * sf->blocks, 64, 1e-3f);
     cr_assert_lt(e, 2e-2, "stack %d block weights: relative error %g", st, e);
     if (sf->ops) {
         e = fd_check(soft_loss, sf, sf->ow[st], go, layers * n_ops, 64, 1e-3f);
@@ -571,7 +573,7 @@ static void check_soft_weights(soft_fixture *sf, int32_t st, int32_t layers, int
     }
 }
 
-static void soft_case(const char *norm, int ops)
+static void soft_case(const char *norm, int ops, int blocks)
 {
     static const char *const names[2] = {"softmax", "linear"};
     plugins pl;
@@ -589,9 +591,10 @@ static void soft_case(const char *norm, int ops)
     fill_batch(&sf.f, 6, 1);
     sf.stack = -1;
     sf.ops = ops;
+    sf.blocks = blocks;
     et_rng r = et_rng_from_seed(31);
     for (int st = 0; st < 2; st++) {
-        for (int i = 0; i < 8 * 3; i++)
+        for (int i = 0; i < 8 * 4; i++)
             sf.bw[st][i] = (float)(0.2 + 0.6 * et_rng_uniform(&r));
         for (int i = 0; i < 8 * 2; i++)
             sf.ow[st][i] = (float)(0.2 + 0.6 * et_rng_uniform(&r));
@@ -599,8 +602,9 @@ static void soft_case(const char *norm, int ops)
     char *err = NULL;
     for (int32_t st = 0; st < 2; st++) /* soft mode before binding: it sizes the arena */
         if (sf.stack < 0 || sf.stack == st)
-            cr_assert_eq(et_model_set_soft(sf.f.m, st, sf.bw[st], ops ? sf.ow[st] : NULL, &err), 0,
-                     "%s", err);
+            cr_assert_eq(et_model_set_soft_blocks(sf.f.m, st, blocks, sf.bw[st],
+                                                  ops ? sf.ow[st] : NULL, &err),
+                         0, "%s", err);
     et_arch a;
     et_arch_largest(&s, &a);
     check_gradients(&sf.f, &a, ops ? "soft blocks and operators" : "soft blocks");
@@ -612,12 +616,18 @@ static void soft_case(const char *norm, int ops)
 
 Test(seq2seq, soft_choices_gradients_pre_norm)
 {
-    soft_case("pre", 1);
+    soft_case("pre", 1, 3);
+}
+
+Test(seq2seq, soft_choices_with_the_standard_candidate)
+{
+    soft_case("pre", 1, 4);
+    soft_case("post", 0, 4);
 }
 
 Test(seq2seq, soft_choices_gradients_post_norm_blocks_only)
 {
-    soft_case("post", 0);
+    soft_case("post", 0, 3);
 }
 
 Test(seq2seq, one_hot_soft_choices_equal_the_discrete_arch)
@@ -674,4 +684,27 @@ Test(seq2seq, one_hot_soft_choices_equal_the_discrete_arch)
     free(err);
     et_model_destroy(f.m);
     et_registry_free(&pl.reg);
+}
+
+Test(seq2seq, one_hot_standard_candidate_equals_standard_blocks)
+{
+    et_space s = tu_space(S2S_SPACE("post"));
+    fixture f;
+    f.m = make(&s, 1, ET_POSITIONS_SINUSOIDAL, ref_impl, 0.0f, 37);
+    fill_batch(&f, 2, 1);
+    et_arch a;
+    et_arch_largest(&s, &a); /* standard blocks everywhere (the first listed) */
+    char *err = NULL;
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    double hard, soft;
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &hard, NULL, &err), 0, "%s", err);
+    float bw[3 * 4] = {0};
+    for (int l = 0; l < 3; l++)
+        bw[l * 4 + 3] = 1.0f;
+    for (int st = 0; st < 2; st++)
+        cr_assert_eq(et_model_set_soft_blocks(f.m, st, 4, bw, NULL, &err), 0, "%s", err);
+    cr_assert_eq(et_model_bind_lengths(f.m, &a, B, S, T, &err), 0, "%s", err);
+    cr_assert_eq(et_model_forward(f.m, &f.batch, 0, 0, 0, &soft, NULL, &err), 0, "%s", err);
+    cr_assert_float_eq(soft, hard, 1e-4 * fabs(hard), "soft %g against discrete %g", soft, hard);
+    et_model_destroy(f.m);
 }
