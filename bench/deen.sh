@@ -1,0 +1,77 @@
+#!/bin/sh
+# The translation benchmark of the tasks issue: one fixed Transformer
+# (E 256, 3 + 3 layers, 4 heads, FFN 1024, pre-norm) trained on the
+# German->English pairs of data/deen (./bootstrap prepares them), three
+# times: softmax everywhere, cosFormer in the encoder, cosFormer everywhere
+# (decoder self-attention with fixed max_positions; cross-attention stays
+# softmax). Prints validation and test BLEU (greedy decoding), the last
+# training loss and the wall time of each.
+#   bench/deen.sh [BUILDDIR] [STEPS] [THREADS]
+# Run alone: never beside another benchmark on a 2-core machine.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-$here/..}
+steps=${2:-1200}
+threads=${3:-2}
+data=$here/../data/deen
+[ -f "$data/train.de" ] || { echo "no $data: run ./bootstrap (it prepares data/deen)" >&2; exit 2; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+run() { # name enc_attention dec_attention
+    cat >"$out/$1.ini" <<INI
+[experiment]
+name = $1
+seed = 1
+threads = $threads
+output = $out/$1
+[task]
+plugin = translate
+data = $data
+merges = 8000
+max_len = 32
+max_tokens = 4096
+[space]
+encoder_embed_dim = 256
+encoder_layers = 3
+encoder_ffn_dim = 1024
+encoder_heads = 4
+encoder_attention = $2
+decoder_embed_dim = 256
+decoder_layers = 3
+decoder_ffn_dim = 1024
+decoder_heads = 4
+decoder_attention = $3
+decoder_cross_heads = 4
+head_dim = 64
+norm = pre
+[search fixed]
+plugin = random
+samples = 1
+[proxy params]
+[proxy flops]
+[train]
+steps = $steps
+batch_size = 128
+eval_batch_size = 256
+lr = 1e-3
+warmup_steps = $((steps / 10))
+schedule = inverse_sqrt
+weight_decay = 0.0001
+dropout = 0.1
+label_smoothing = 0.1
+checkpoint_every = $((steps / 5))
+beam = 1
+[final]
+retrain = false
+INI
+    t0=$(date +%s)
+    "$build/etnas" run "$out/$1.ini" >"$out/$1.out" 2>"$out/$1.err"
+    t1=$(date +%s)
+    row=$(grep "^| random\|^| fixed" "$out/$1.out" | head -n 1)
+    loss=$(sed -n 's/.*supernet: step [0-9]*\/[0-9]*, loss \([0-9.]*\).*/\1/p' "$out/$1.err" | tail -n 1)
+    echo "$1: $row train-loss $loss, wall $((t1 - t0)) s"
+}
+echo "steps $steps, threads $threads"
+run softmax softmax softmax
+run cosformer-encoder cosformer softmax
+run cosformer-everywhere cosformer "cosformer(max_positions=40)"
