@@ -26,6 +26,7 @@
 
 #include <etnas/attention.h>
 
+#include "attn_common.h"
 #include "kernel_core.h"
 
 #define COSFORMER_CHUNK 64
@@ -47,21 +48,6 @@ typedef struct cosformer {
     int per_sample;
     int32_t max_positions;
 } cosformer;
-
-/* One call's arguments, shared by the workers of a parallel loop. */
-typedef struct cosformer_job {
-    const cosformer *cf;
-    const et_attn_shape *s;
-    et_attn_view q, k, v, out, dout, dq, dk, dv;
-    float *saved;
-    const float *saved_in;
-    float *work;
-    int64_t worker_floats, saved_per_head;
-    /* decode only */
-    float *dstate;
-    int32_t pos;
-    double m_decode;
-} cosformer_job;
 
 static int cosformer_create(const et_host *host, const et_option_value *opts, void **state,
                             char **err)
@@ -94,46 +80,17 @@ static void cosformer_destroy(void *state)
 /* Shape checks shared by prepare and forward; err may be NULL. */
 static int cosformer_check(const cosformer *cf, const et_attn_shape *s, char **err)
 {
-    const et_host *host = cf->host;
-    if (s->batch < 1 || s->heads < 1 || s->len_q < 1 || s->len_k < 1 || s->dim_qk < 1 ||
-        s->dim_v < 1) {
-        if (err)
-            *err = host->errorf("cosformer: shape B=%d H=%d L=%d S=%d d=%d dv=%d has an empty "
-                                "dimension",
-                                (int)s->batch, (int)s->heads, (int)s->len_q, (int)s->len_k,
-                                (int)s->dim_qk, (int)s->dim_v);
-        return ET_STATUS_ERR_USAGE;
-    }
-    if (s->mode != ET_ATTN_MODE_BIDIRECTIONAL && s->mode != ET_ATTN_MODE_CAUSAL &&
-        s->mode != ET_ATTN_MODE_CROSS) {
-        if (err)
-            *err = host->errorf("cosformer: unknown attention mode %d", (int)s->mode);
-        return ET_STATUS_ERR_USAGE;
-    }
-    if (s->mode != ET_ATTN_MODE_CROSS && s->len_q != s->len_k) {
-        if (err)
-            *err = host->errorf("cosformer: %s self-attention needs len_q == len_k (got %d and "
-                                "%d); causal cross-attention is not supported",
-                                s->mode == ET_ATTN_MODE_CAUSAL ? "causal" : "bidirectional",
-                                (int)s->len_q, (int)s->len_k);
-        return s->mode == ET_ATTN_MODE_CAUSAL ? ET_STATUS_ERR_UNSUPPORTED : ET_STATUS_ERR_USAGE;
-    }
+    int rc = attn_shape_check(cf->host, "cosformer", s, ATTN_SHAPE_STRICT, err);
+    if (rc)
+        return rc;
     if (s->mode == ET_ATTN_MODE_CAUSAL && cf->max_positions > 0 &&
         s->len_q > cf->max_positions) {
         if (err)
-            *err = host->errorf("cosformer: causal length %d exceeds max_positions = %d; raise "
-                                "max_positions to the longest target sequence",
-                                (int)s->len_q, (int)cf->max_positions);
+            *err = cf->host->errorf("cosformer: causal length %d exceeds max_positions = %d; "
+                                    "raise max_positions to the longest target sequence",
+                                    (int)s->len_q, (int)cf->max_positions);
         return ET_STATUS_ERR_USAGE;
     }
-    if (s->key_len)
-        for (int32_t b = 0; b < s->batch; b++)
-            if (s->key_len[b] < 0 || s->key_len[b] > s->len_k) {
-                if (err)
-                    *err = host->errorf("cosformer: key_len[%d] = %d is outside [0, %d]", (int)b,
-                                        (int)s->key_len[b], (int)s->len_k);
-                return ET_STATUS_ERR_USAGE;
-            }
     return ET_STATUS_OK;
 }
 
@@ -209,21 +166,11 @@ static void cosformer_map_backward(const float *x, int64_t st, const float *dphi
     }
 }
 
-static const float *view_row(et_attn_view x, int32_t b, int32_t h)
-{
-    return x.data + b * x.sb + h * x.sh;
-}
-
-static float *view_row_mut(et_attn_view x, int32_t b, int32_t h)
-{
-    return x.data + b * x.sb + h * x.sh;
-}
-
 static int64_t cosformer_worker_floats(const cosformer *cf, const et_attn_shape *s)
 {
     et_kc_shape p = cosformer_kc(cf, s, s->len_k);
     int64_t r = p.r;
-    /* forward: phq, phk; backward adds dphq, dphk */
+    /* phq, phk, their gradients (backward only), the core (cosformer_head_features) */
     return 2 * r * ((int64_t)s->len_q + s->len_k) + et_kc_work_floats(&p);
 }
 
@@ -245,25 +192,39 @@ static int64_t cosformer_work_floats(void *state, const et_attn_shape *s)
     return (int64_t)cf->host->threads * cosformer_worker_floats(cf, s);
 }
 
-static void cosformer_forward_heads(void *arg, int64_t begin, int64_t end, int32_t worker)
+/* One head's features in its worker's scratch: phq (L,r), phk (S,r) with
+ * its key_len rows made, room for their gradients, then the core's
+ * scratch; and the head's period M. */
+typedef struct cosformer_head {
+    et_kc_shape p;
+    double m;
+    float *phq, *phk, *dphq, *dphk, *kc_work;
+} cosformer_head;
+
+static cosformer_head cosformer_head_features(const attn_call *call, const attn_head *hd)
 {
-    const cosformer_job *job = arg;
-    const et_attn_shape *s = job->s;
-    int32_t d = s->dim_qk, r = 2 * d;
-    float *phq = job->work + worker * job->worker_floats;
-    float *phk = phq + (int64_t)s->len_q * r;
-    float *kc_work = phk + (int64_t)s->len_k * r;
-    for (int64_t bh = begin; bh < end; bh++) {
-        int32_t b = (int32_t)(bh / s->heads), h = (int32_t)(bh % s->heads);
-        int32_t key_len = s->key_len ? s->key_len[b] : s->len_k;
-        et_kc_shape p = cosformer_kc(job->cf, s, key_len);
-        double m = cosformer_period(job->cf, s, b);
-        cosformer_map_forward(view_row(job->q, b, h), job->q.st, s->len_q, d, 0, m, phq);
-        cosformer_map_forward(view_row(job->k, b, h), job->k.st, key_len, d, 0, m, phk);
-        et_kc_forward(&p, phq, r, phk, r, view_row(job->v, b, h), job->v.st,
-                      view_row_mut(job->out, b, h), job->out.st,
-                      job->saved + bh * job->saved_per_head, kc_work);
-    }
+    const et_attn_shape *s = call->s;
+    int32_t d = s->dim_qk;
+    int64_t r = 2 * d;
+    cosformer_head f = {.p = cosformer_kc(call->op, s, hd->key_len),
+                        .m = cosformer_period(call->op, s, hd->b),
+                        .phq = hd->work};
+    f.phk = f.phq + s->len_q * r;
+    f.dphq = f.phk + s->len_k * r;
+    f.dphk = f.dphq + s->len_q * r;
+    f.kc_work = f.dphk + s->len_k * r;
+    cosformer_map_forward(hd->q, call->q.st, s->len_q, d, 0, f.m, f.phq);
+    cosformer_map_forward(hd->k, call->k.st, hd->key_len, d, 0, f.m, f.phk);
+    return f;
+}
+
+// one head: q (L,d), k (S,d), v (S,dv) -> out (L,dv); saved (L) den
+static void cosformer_forward_head(const attn_call *call, const attn_head *hd)
+{
+    int32_t r = 2 * call->s->dim_qk;
+    cosformer_head f = cosformer_head_features(call, hd);
+    et_kc_forward(&f.p, f.phq, r, f.phk, r, hd->v, call->v.st, hd->out, call->out.st, hd->saved,
+                  f.kc_work);
 }
 
 // q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L) den
@@ -274,44 +235,28 @@ static int cosformer_forward(void *state, const et_attn_shape *s, et_attn_view q
     int rc = cosformer_check(cf, s, NULL);
     if (rc)
         return rc;
-    cosformer_job job = {.cf = cf, .s = s, .q = q, .k = k, .v = v, .out = out, .saved = saved,
-                         .work = work, .worker_floats = cosformer_worker_floats(cf, s),
-                         .saved_per_head = cosformer_saved_per_head(cf, s)};
-    cf->host->parallel_for(cf->host->ctx, (int64_t)s->batch * s->heads, cosformer_forward_heads,
-                           &job);
+    attn_call call = {.s = s, .op = cf, .fn = cosformer_forward_head, .q = q, .k = k, .v = v,
+                      .out = out, .saved = saved,
+                      .saved_per_head = cosformer_saved_per_head(cf, s), .work = work,
+                      .worker_floats = cosformer_worker_floats(cf, s)};
+    attn_heads_run(cf->host, &call);
     return ET_STATUS_OK;
 }
 
-static void cosformer_backward_heads(void *arg, int64_t begin, int64_t end, int32_t worker)
+// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv)
+static void cosformer_backward_head(const attn_call *call, const attn_head *hd)
 {
-    const cosformer_job *job = arg;
-    const et_attn_shape *s = job->s;
+    const et_attn_shape *s = call->s;
     int32_t d = s->dim_qk, r = 2 * d;
-    float *phq = job->work + worker * job->worker_floats;
-    float *phk = phq + (int64_t)s->len_q * r;
-    float *dphq = phk + (int64_t)s->len_k * r;
-    float *dphk = dphq + (int64_t)s->len_q * r;
-    float *kc_work = dphk + (int64_t)s->len_k * r;
-    for (int64_t bh = begin; bh < end; bh++) {
-        int32_t b = (int32_t)(bh / s->heads), h = (int32_t)(bh % s->heads);
-        int32_t key_len = s->key_len ? s->key_len[b] : s->len_k;
-        et_kc_shape p = cosformer_kc(job->cf, s, key_len);
-        double m = cosformer_period(job->cf, s, b);
-        const float *q = view_row(job->q, b, h), *k = view_row(job->k, b, h);
-        cosformer_map_forward(q, job->q.st, s->len_q, d, 0, m, phq);
-        cosformer_map_forward(k, job->k.st, key_len, d, 0, m, phk);
-        et_kc_backward(&p, phq, r, phk, r, view_row(job->v, b, h), job->v.st,
-                       view_row(job->out, b, h), job->out.st, view_row(job->dout, b, h),
-                       job->dout.st, job->saved_in + bh * job->saved_per_head, dphq, r, dphk,
-                       r, view_row_mut(job->dv, b, h), job->dv.st, kc_work);
-        cosformer_map_backward(q, job->q.st, dphq, s->len_q, d, 0, m, view_row_mut(job->dq, b, h),
-                               job->dq.st);
-        cosformer_map_backward(k, job->k.st, dphk, key_len, d, 0, m, view_row_mut(job->dk, b, h),
-                               job->dk.st);
-        float *dk = view_row_mut(job->dk, b, h);
-        for (int32_t j = key_len; j < s->len_k; j++)
-            memset(dk + j * job->dk.st, 0, (size_t)d * sizeof *dk);
-    }
+    cosformer_head f = cosformer_head_features(call, hd);
+    et_kc_backward(&f.p, f.phq, r, f.phk, r, hd->v, call->v.st, hd->out, call->out.st, hd->dout,
+                   call->dout.st, hd->saved_in, f.dphq, r, f.dphk, r, hd->dv, call->dv.st,
+                   f.kc_work);
+    cosformer_map_backward(hd->q, call->q.st, f.dphq, s->len_q, d, 0, f.m, hd->dq, call->dq.st);
+    cosformer_map_backward(hd->k, call->k.st, f.dphk, hd->key_len, d, 0, f.m, hd->dk,
+                           call->dk.st);
+    for (int32_t j = hd->key_len; j < s->len_k; j++)
+        memset(hd->dk + j * call->dk.st, 0, (size_t)d * sizeof(float));
 }
 
 // dout (B,H,L,dv) -> dq (B,H,L,d), dk (B,H,S,d), dv (B,H,S,dv)
@@ -324,12 +269,11 @@ static int cosformer_backward(void *state, const et_attn_shape *s, et_attn_view 
     int rc = cosformer_check(cf, s, NULL);
     if (rc)
         return rc;
-    cosformer_job job = {.cf = cf, .s = s, .q = q, .k = k, .v = v, .out = out, .dout = dout,
-                         .dq = dq, .dk = dk, .dv = dv, .saved_in = saved, .work = work,
-                         .worker_floats = cosformer_worker_floats(cf, s),
-                         .saved_per_head = cosformer_saved_per_head(cf, s)};
-    cf->host->parallel_for(cf->host->ctx, (int64_t)s->batch * s->heads, cosformer_backward_heads,
-                           &job);
+    attn_call call = {.s = s, .op = cf, .fn = cosformer_backward_head, .q = q, .k = k, .v = v,
+                      .out = out, .dout = dout, .dq = dq, .dk = dk, .dv = dv, .saved_in = saved,
+                      .saved_per_head = cosformer_saved_per_head(cf, s), .work = work,
+                      .worker_floats = cosformer_worker_floats(cf, s)};
+    attn_heads_run(cf->host, &call);
     return ET_STATUS_OK;
 }
 
@@ -362,22 +306,23 @@ static void cosformer_decode_reset(void *state, const et_attn_shape *s, int32_t 
     dstate[n * per] = 0.0f;
 }
 
-static void cosformer_decode_heads(void *arg, int64_t begin, int64_t end, int32_t worker)
+/* M of decoding: max_positions, or else max_len (see the top of the file). */
+static int32_t cosformer_decode_period(const cosformer *cf, int32_t max_len)
 {
-    const cosformer_job *job = arg;
-    const et_attn_shape *s = job->s;
-    int32_t d = s->dim_qk, r = 2 * d;
-    et_kc_shape p = cosformer_decode_kc(job->cf, s);
-    int64_t per = et_kc_decode_floats(&p);
-    float *phq = job->work + worker * job->worker_floats;
-    float *phk = phq + r;
-    for (int64_t bh = begin; bh < end; bh++) {
-        int32_t b = (int32_t)(bh / s->heads), h = (int32_t)(bh % s->heads);
-        cosformer_map_forward(view_row(job->q, b, h), 0, 1, d, job->pos, job->m_decode, phq);
-        cosformer_map_forward(view_row(job->k, b, h), 0, 1, d, job->pos, job->m_decode, phk);
-        et_kc_decode_step(&p, job->dstate + bh * per, phq, phk, view_row(job->v, b, h),
-                          view_row_mut(job->out, b, h));
-    }
+    return cf->max_positions > 0 ? cf->max_positions : max_len;
+}
+
+// one head at position call->pos: q, k (1,d), v (1,dv) -> out (1,dv)
+static void cosformer_decode_head(const attn_call *call, const attn_head *hd)
+{
+    const cosformer *cf = call->op;
+    int32_t d = call->s->dim_qk;
+    double m = (double)cosformer_decode_period(cf, call->max_len);
+    et_kc_shape p = cosformer_decode_kc(cf, call->s);
+    float *phq = hd->work, *phk = phq + 2 * d;
+    cosformer_map_forward(hd->q, 0, 1, d, call->pos, m, phq);
+    cosformer_map_forward(hd->k, 0, 1, d, call->pos, m, phk);
+    et_kc_decode_step(&p, hd->dstate, phq, phk, hd->v, hd->out);
 }
 
 // q, k (B,H,1,d), v (B,H,1,dv) at position pos -> out (B,H,1,dv)
@@ -386,19 +331,18 @@ static int cosformer_decode_step(void *state, const et_attn_shape *s, int32_t ma
                                  et_attn_view v, et_attn_view out, float *work)
 {
     const cosformer *cf = state;
-    if (s->len_q != 1 || s->len_k != 1 || s->batch < 1 || s->heads < 1 || s->dim_qk < 1 ||
-        s->dim_v < 1)
+    if (attn_decode_check(s, max_len, pos) || pos >= cosformer_decode_period(cf, max_len))
         return ET_STATUS_ERR_USAGE;
-    int32_t m = cf->max_positions > 0 ? cf->max_positions : max_len;
-    int64_t n = (int64_t)s->batch * s->heads;
     et_kc_shape p = cosformer_decode_kc(cf, s);
-    float *steps = dstate + n * et_kc_decode_floats(&p);
-    if (pos < 0 || pos >= m || pos >= max_len || (float)pos != *steps)
+    int64_t per = et_kc_decode_floats(&p);
+    float *steps = dstate + (int64_t)s->batch * s->heads * per;
+    if ((float)pos != *steps)
         return ET_STATUS_ERR_USAGE;
-    cosformer_job job = {.cf = cf, .s = s, .q = q, .k = k, .v = v, .out = out, .work = work,
-                         .worker_floats = cosformer_worker_floats(cf, s), .dstate = dstate,
-                         .pos = pos, .m_decode = (double)m};
-    cf->host->parallel_for(cf->host->ctx, n, cosformer_decode_heads, &job);
+    attn_call call = {.s = s, .op = cf, .fn = cosformer_decode_head, .q = q, .k = k, .v = v,
+                      .out = out, .dstate = dstate, .dstate_per_head = per, .pos = pos,
+                      .max_len = max_len, .work = work,
+                      .worker_floats = cosformer_worker_floats(cf, s)};
+    attn_heads_run(cf->host, &call);
     *steps = (float)(pos + 1);
     return ET_STATUS_OK;
 }

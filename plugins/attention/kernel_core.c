@@ -76,29 +76,40 @@ int64_t et_kc_saved_floats(const et_kc_shape *p)
     return p->len_q;
 }
 
-int64_t et_kc_work_floats(const et_kc_shape *p)
+int64_t et_kc_state_floats(const et_kc_shape *p)
 {
-    int64_t r = p->r, dv = p->dim_v, c = chunk_of(p);
-    /* backward: dNUM (C,dv) and dden (C), plus the states KV, z, dKV, dz
-     * (bidirectional) or one state H, z then U, w and the chunk products A, B
-     * (C,C) (causal); forward needs less */
-    if (p->causal)
-        return r * dv + r + c * dv + c + 2 * c * c;
-    return 2 * (r * dv + r) + c * dv + c;
+    return (int64_t)p->r * p->dim_v + p->r;
 }
 
-/* KV = phk[:n]^T v[:n] (r,dv), z = colsum phk[:n] (r) */
-static void kv_state(const et_kc_shape *p, int64_t n, const float *phk, int64_t ldk,
-                     const float *v, int64_t ldv, float *kv, float *z)
+/* dNUM (C,dv) and dden (C), then for causal steps the chunk products A and
+ * B (C,C) */
+int64_t et_kc_step_floats(const et_kc_shape *p)
+{
+    int64_t c = chunk_of(p);
+    return c * p->dim_v + c + (p->causal ? 2 * c * c : 0);
+}
+
+void et_kc_state_reset(const et_kc_shape *p, float *state)
+{
+    memset(state, 0, (size_t)et_kc_state_floats(p) * sizeof(float));
+}
+
+/* Backward keeps two states in bidirectional attention (KV, z and dKV, dz)
+ * and one at a time in causal (H, z, then U, w); forward needs less. */
+int64_t et_kc_work_floats(const et_kc_shape *p)
+{
+    return (p->causal ? 1 : 2) * et_kc_state_floats(p) + et_kc_step_floats(p);
+}
+
+void et_kc_keys_add(const et_kc_shape *p, float *state, int64_t n, const float *phk, int64_t ldk,
+                    const float *v, int64_t ldv)
 {
     int64_t r = p->r, dv = p->dim_v;
-    memset(kv, 0, (size_t)(r * dv) * sizeof(float));
-    memset(z, 0, (size_t)r * sizeof(float));
-    if (n == 0)
+    if (n <= 0)
         return;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)dv, (int)n, 1.0f, phk,
-                (int)ldk, v, (int)ldv, 0.0f, kv, (int)dv);
-    add_colsum(z, phk, ldk, n, r);
+                (int)ldk, v, (int)ldv, 1.0f, state, (int)dv);
+    add_colsum(state + r * dv, phk, ldk, n, r);
 }
 
 /* Divide out rows by D(den). */
@@ -111,58 +122,91 @@ static void normalise(const et_kc_shape *p, float *out, int64_t ldo, const float
     }
 }
 
+void et_kc_queries_forward(const et_kc_shape *p, const float *state, int64_t n, const float *phq,
+                           int64_t ldq, float *out, int64_t ldo, float *den)
+{
+    int64_t r = p->r, dv = p->dim_v;
+    if (n <= 0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)r, 1.0f, phq,
+                (int)ldq, state, (int)dv, 0.0f, out, (int)ldo);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)r, 1.0f, phq, (int)ldq, state + r * dv,
+                1, 0.0f, den, 1);
+    normalise(p, out, ldo, den, n);
+}
+
+void et_kc_causal_forward_step(const et_kc_shape *p, float *state, int64_t seen, int64_t n,
+                               int64_t kv, const float *phq, int64_t ldq, const float *phk,
+                               int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo,
+                               float *den, float *work)
+{
+    int64_t r = p->r, dv = p->dim_v;
+    float *h = state, *z = state + r * dv, *a = work;
+    /* NUM_c = Q_c H + tril(Q_c K_c^T) V_c, then H += K_c^T V_c */
+    if (seen > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)r, 1.0f, phq,
+                    (int)ldq, h, (int)dv, 0.0f, out, (int)ldo);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)r, 1.0f, phq, (int)ldq, z, 1, 0.0f,
+                    den, 1);
+    } else {
+        zero_rows(out, ldo, n, dv);
+        memset(den, 0, (size_t)n * sizeof(float));
+    }
+    if (kv > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kv, (int)r, 1.0f, phq,
+                    (int)ldq, phk, (int)ldk, 0.0f, a, (int)kv);
+        tril(a, n, kv);
+        for (int64_t i = 0; i < n; i++) {
+            float s = 0.0f;
+            for (int64_t j = 0; j < kv && j <= i; j++)
+                s += a[i * kv + j];
+            den[i] += s;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)kv, 1.0f, a,
+                    (int)kv, v, (int)ldv, 1.0f, out, (int)ldo);
+        et_kc_keys_add(p, state, kv, phk, ldk, v, ldv);
+    }
+    normalise(p, out, ldo, den, n);
+}
+
+/* Chunk c0.. of the causal scan: its rows, and its valid keys. */
+static int64_t rows_at(const et_kc_shape *p, int64_t c0)
+{
+    int64_t C = chunk_of(p);
+    return p->len_q - c0 < C ? p->len_q - c0 : C;
+}
+
+static int64_t keys_at(const et_kc_shape *p, int64_t c0, int64_t n)
+{
+    int64_t nk = keys_of(p);
+    return nk - c0 < 0 ? 0 : (nk - c0 < n ? nk - c0 : n);
+}
+
+static int64_t seen_before(const et_kc_shape *p, int64_t c0)
+{
+    int64_t nk = keys_of(p);
+    return c0 < nk ? c0 : nk;
+}
+
 void et_kc_forward(const et_kc_shape *p, const float *phq, int64_t ldq, const float *phk,
                    int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo, float *saved,
                    float *work)
 {
-    int64_t L = p->len_q, r = p->r, dv = p->dim_v, nk = keys_of(p);
-    float *h = work, *z = h + r * dv, *a = z + r, *den = saved;
+    int64_t L = p->len_q;
+    float *state = work, *step = work + et_kc_state_floats(p);
     if (L <= 0)
         return;
+    et_kc_state_reset(p, state);
     if (!p->causal) {
-        kv_state(p, nk, phk, ldk, v, ldv, h, z);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)L, (int)dv, (int)r, 1.0f, phq,
-                    (int)ldq, h, (int)dv, 0.0f, out, (int)ldo);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)L, (int)r, 1.0f, phq, (int)ldq, z, 1, 0.0f,
-                    den, 1);
-        normalise(p, out, ldo, den, L);
+        et_kc_keys_add(p, state, keys_of(p), phk, ldk, v, ldv);
+        et_kc_queries_forward(p, state, L, phq, ldq, out, ldo, saved);
         return;
     }
-    /* causal, chunk by chunk: NUM_c = Q_c H + tril(Q_c K_c^T) V_c, then H += K_c^T V_c */
-    int64_t C = chunk_of(p);
-    memset(h, 0, (size_t)(r * dv) * sizeof(float));
-    memset(z, 0, (size_t)r * sizeof(float));
-    for (int64_t c0 = 0; c0 < L; c0 += C) {
-        int64_t n = L - c0 < C ? L - c0 : C;
-        int64_t kv = nk - c0 < 0 ? 0 : (nk - c0 < n ? nk - c0 : n);
-        const float *q = phq + c0 * ldq, *k = phk + c0 * ldk, *vc = v + c0 * ldv;
-        float *o = out + c0 * ldo, *dn = den + c0;
-        if (c0 > 0 && nk > 0) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)r, 1.0f,
-                        q, (int)ldq, h, (int)dv, 0.0f, o, (int)ldo);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)r, 1.0f, q, (int)ldq, z, 1,
-                        0.0f, dn, 1);
-        } else {
-            zero_rows(o, ldo, n, dv);
-            memset(dn, 0, (size_t)n * sizeof(float));
-        }
-        if (kv > 0) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kv, (int)r, 1.0f, q,
-                        (int)ldq, k, (int)ldk, 0.0f, a, (int)kv);
-            tril(a, n, kv);
-            for (int64_t i = 0; i < n; i++) {
-                float s = 0.0f;
-                for (int64_t j = 0; j < kv && j <= i; j++)
-                    s += a[i * kv + j];
-                dn[i] += s;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)kv, 1.0f,
-                        a, (int)kv, vc, (int)ldv, 1.0f, o, (int)ldo);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)dv, (int)kv, 1.0f, k,
-                        (int)ldk, vc, (int)ldv, 1.0f, h, (int)dv);
-            add_colsum(z, k, ldk, kv, r);
-        }
-        normalise(p, o, ldo, dn, n);
+    for (int64_t c0 = 0; c0 < L; c0 += chunk_of(p)) {
+        int64_t n = rows_at(p, c0);
+        et_kc_causal_forward_step(p, state, seen_before(p, c0), n, keys_at(p, c0, n),
+                                  phq + c0 * ldq, ldq, phk + c0 * ldk, ldk, v + c0 * ldv, ldv,
+                                  out + c0 * ldo, ldo, saved + c0, step);
     }
 }
 
@@ -191,42 +235,62 @@ static void add_row_vector(float *a, int64_t lda, int64_t n, const float *x, int
             a[i * lda + c] += x[c];
 }
 
+void et_kc_queries_backward(const et_kc_shape *p, const float *state, float *dstate, int64_t n,
+                            const float *phq, int64_t ldq, const float *out, int64_t ldo,
+                            const float *dout, int64_t lddo, const float *den, float *dphq,
+                            int64_t lddq, float *work)
+{
+    int64_t r = p->r, dv = p->dim_v;
+    const float *kv = state, *z = state + r * dv;
+    float *dkv = dstate, *dz = dstate + r * dv, *dnum = work, *dden = dnum + chunk_of(p) * dv;
+    if (n <= 0)
+        return;
+    /* dphq_i = KV dnum_i + dden_i z; dKV += sum_i phq_i dnum_i^T; dz += sum_i dden_i phq_i */
+    dnum_dden(p, n, out, ldo, dout, lddo, den, dnum, dden);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)dv, 1.0f, dnum,
+                (int)dv, kv, (int)dv, 0.0f, dphq, (int)lddq);
+    cblas_sger(CblasRowMajor, (int)n, (int)r, 1.0f, dden, 1, z, 1, dphq, (int)lddq);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)dv, (int)n, 1.0f, phq,
+                (int)ldq, dnum, (int)dv, 1.0f, dkv, (int)dv);
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)r, 1.0f, phq, (int)ldq, dden, 1, 1.0f, dz,
+                1);
+}
+
+void et_kc_keys_backward(const et_kc_shape *p, const float *dstate, int64_t n, const float *phk,
+                         int64_t ldk, const float *v, int64_t ldv, float *dphk, int64_t lddk,
+                         float *dv, int64_t lddv)
+{
+    int64_t r = p->r, ndv = p->dim_v;
+    const float *dkv = dstate, *dz = dstate + r * ndv;
+    if (n <= 0)
+        return;
+    /* dphk_j = dKV v_j + dz; dv_j = dKV^T phk_j */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)ndv, 1.0f, v,
+                (int)ldv, dkv, (int)ndv, 0.0f, dphk, (int)lddk);
+    add_row_vector(dphk, lddk, n, dz, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)ndv, (int)r, 1.0f, phk,
+                (int)ldk, dkv, (int)ndv, 0.0f, dv, (int)lddv);
+}
+
 static void backward_bidirectional(const et_kc_shape *p, const float *phq, int64_t ldq,
                                    const float *phk, int64_t ldk, const float *v, int64_t ldv,
                                    const float *out, int64_t ldo, const float *dout, int64_t lddo,
                                    const float *den, float *dphq, int64_t lddq, float *dphk,
                                    int64_t lddk, float *dv_, int64_t lddv, float *work)
 {
-    int64_t L = p->len_q, S = p->len_k, r = p->r, dv = p->dim_v, nk = keys_of(p), C = chunk_of(p);
-    float *kv = work, *z = kv + r * dv, *dkv = z + r, *dz = dkv + r * dv, *dnum = dz + r,
-          *dden = dnum + C * dv;
-    kv_state(p, nk, phk, ldk, v, ldv, kv, z);
-    memset(dkv, 0, (size_t)(r * dv) * sizeof(float));
-    memset(dz, 0, (size_t)r * sizeof(float));
-    /* dphq_i = KV dnum_i + dden_i z; dKV = sum_i phq_i dnum_i^T; dz = sum_i dden_i phq_i */
-    for (int64_t c0 = 0; c0 < L; c0 += C) {
-        int64_t n = L - c0 < C ? L - c0 : C;
-        const float *q = phq + c0 * ldq;
-        float *dq = dphq + c0 * lddq;
-        dnum_dden(p, n, out + c0 * ldo, ldo, dout + c0 * lddo, lddo, den + c0, dnum, dden);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)dv, 1.0f, dnum,
-                    (int)dv, kv, (int)dv, 0.0f, dq, (int)lddq);
-        cblas_sger(CblasRowMajor, (int)n, (int)r, 1.0f, dden, 1, z, 1, dq, (int)lddq);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)dv, (int)n, 1.0f, q,
-                    (int)ldq, dnum, (int)dv, 1.0f, dkv, (int)dv);
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)r, 1.0f, q, (int)ldq, dden, 1, 1.0f,
-                    dz, 1);
-    }
-    /* dphk_j = dKV v_j + dz; dv_j = dKV^T phk_j, for the valid keys */
-    if (nk > 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nk, (int)r, (int)dv, 1.0f, v,
-                    (int)ldv, dkv, (int)dv, 0.0f, dphk, (int)lddk);
-        add_row_vector(dphk, lddk, nk, dz, r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nk, (int)dv, (int)r, 1.0f, phk,
-                    (int)ldk, dkv, (int)dv, 0.0f, dv_, (int)lddv);
-    }
-    zero_rows(dphk + nk * lddk, lddk, S - nk, r);
-    zero_rows(dv_ + nk * lddv, lddv, S - nk, dv);
+    int64_t L = p->len_q, S = p->len_k, nk = keys_of(p), C = chunk_of(p);
+    float *state = work, *dstate = state + et_kc_state_floats(p),
+          *step = dstate + et_kc_state_floats(p);
+    et_kc_state_reset(p, state);
+    et_kc_state_reset(p, dstate);
+    et_kc_keys_add(p, state, nk, phk, ldk, v, ldv);
+    for (int64_t c0 = 0; c0 < L; c0 += C)
+        et_kc_queries_backward(p, state, dstate, rows_at(p, c0), phq + c0 * ldq, ldq,
+                               out + c0 * ldo, ldo, dout + c0 * lddo, lddo, den + c0,
+                               dphq + c0 * lddq, lddq, step);
+    et_kc_keys_backward(p, dstate, nk, phk, ldk, v, ldv, dphk, lddk, dv_, lddv);
+    zero_rows(dphk + nk * lddk, lddk, S - nk, p->r);
+    zero_rows(dv_ + nk * lddv, lddv, S - nk, p->dim_v);
 }
 
 /* B = tril(dNUM_c V_c^T + dden 1^T) (n,kv): B_ij = dnum_i . v_j + dden_i for j <= i */
@@ -240,89 +304,98 @@ static void chunk_b(int64_t n, int64_t kv, int64_t dv, const float *dnum, const 
             b[i * kv + j] = j <= i ? b[i * kv + j] + dden[i] : 0.0f;
 }
 
+void et_kc_causal_backward_queries(const et_kc_shape *p, float *state, int64_t seen, int64_t n,
+                                   int64_t kv, const float *phk, int64_t ldk, const float *v,
+                                   int64_t ldv, const float *out, int64_t ldo, const float *dout,
+                                   int64_t lddo, const float *den, float *dphq, int64_t lddq,
+                                   float *work)
+{
+    int64_t r = p->r, dv = p->dim_v, C = chunk_of(p);
+    float *h = state, *z = state + r * dv, *dnum = work, *dden = dnum + C * dv, *b = dden + C;
+    /* dphq_i = H_i dnum_i + dden_i z_i, H_i and z_i over the keys j <= i */
+    dnum_dden(p, n, out, ldo, dout, lddo, den, dnum, dden);
+    if (seen > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)dv, 1.0f, dnum,
+                    (int)dv, h, (int)dv, 0.0f, dphq, (int)lddq);
+        cblas_sger(CblasRowMajor, (int)n, (int)r, 1.0f, dden, 1, z, 1, dphq, (int)lddq);
+    } else {
+        zero_rows(dphq, lddq, n, r);
+    }
+    if (kv > 0) {
+        chunk_b(n, kv, dv, dnum, dden, v, ldv, b);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)r, (int)kv, 1.0f, b,
+                    (int)kv, phk, (int)ldk, 1.0f, dphq, (int)lddq);
+        et_kc_keys_add(p, state, kv, phk, ldk, v, ldv);
+    }
+}
+
+void et_kc_causal_backward_keys(const et_kc_shape *p, float *dstate, int64_t later, int64_t n,
+                                int64_t kv, const float *phq, int64_t ldq, const float *phk,
+                                int64_t ldk, const float *v, int64_t ldv, const float *out,
+                                int64_t ldo, const float *dout, int64_t lddo, const float *den,
+                                float *dphk, int64_t lddk, float *dv, int64_t lddv, float *work)
+{
+    int64_t r = p->r, ndv = p->dim_v, C = chunk_of(p);
+    float *u = dstate, *w = dstate + r * ndv, *dnum = work, *dden = dnum + C * ndv,
+          *a = dden + C, *b = a + C * C;
+    /* dphk_j = U_j v_j + w_j, dv_j = U_j^T phk_j with the suffix sums
+     * U_j = sum_{i>=j} phq_i dnum_i^T, w_j = sum_{i>=j} dden_i phq_i */
+    dnum_dden(p, n, out, ldo, dout, lddo, den, dnum, dden);
+    if (kv > 0) {
+        chunk_b(n, kv, ndv, dnum, dden, v, ldv, b);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kv, (int)r, 1.0f, phq,
+                    (int)ldq, phk, (int)ldk, 0.0f, a, (int)kv);
+        tril(a, n, kv);
+        if (later > 0) {
+            et_kc_keys_backward(p, dstate, kv, phk, ldk, v, ldv, dphk, lddk, dv, lddv);
+        } else {
+            zero_rows(dphk, lddk, kv, r);
+            zero_rows(dv, lddv, kv, ndv);
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kv, (int)r, (int)n, 1.0f, b,
+                    (int)kv, phq, (int)ldq, 1.0f, dphk, (int)lddk);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kv, (int)ndv, (int)n, 1.0f, a,
+                    (int)kv, dnum, (int)ndv, 1.0f, dv, (int)lddv);
+    }
+    zero_rows(dphk + kv * lddk, lddk, n - kv, r);
+    zero_rows(dv + kv * lddv, lddv, n - kv, ndv);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)ndv, (int)n, 1.0f, phq,
+                (int)ldq, dnum, (int)ndv, 1.0f, u, (int)ndv);
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)r, 1.0f, phq, (int)ldq, dden, 1, 1.0f, w,
+                1);
+}
+
 static void backward_causal(const et_kc_shape *p, const float *phq, int64_t ldq, const float *phk,
                             int64_t ldk, const float *v, int64_t ldv, const float *out,
                             int64_t ldo, const float *dout, int64_t lddo, const float *den,
                             float *dphq, int64_t lddq, float *dphk, int64_t lddk, float *dv_,
                             int64_t lddv, float *work)
 {
-    int64_t L = p->len_q, S = p->len_k, r = p->r, dv = p->dim_v, nk = keys_of(p), C = chunk_of(p);
-    float *h = work, *z = h + r * dv, *dnum = z + r, *dden = dnum + C * dv,
-          *a = dden + C, *b = a + C * C;
-    int64_t nchunks = (L + C - 1) / C;
+    int64_t L = p->len_q, S = p->len_k, C = chunk_of(p);
+    float *state = work, *step = work + et_kc_state_floats(p);
+    int64_t last = (L - 1) / C * C;
 
-    /* forward sweep, prefix state H, z: dphq_i = H_i dnum_i + dden_i z_i */
-    memset(h, 0, (size_t)(r * dv) * sizeof(float));
-    memset(z, 0, (size_t)r * sizeof(float));
+    /* forward sweep with the prefix state H, z; then a reverse sweep with
+     * the suffix sums U, w in the same floats */
+    et_kc_state_reset(p, state);
     for (int64_t c0 = 0; c0 < L; c0 += C) {
-        int64_t n = L - c0 < C ? L - c0 : C;
-        int64_t kv = nk - c0 < 0 ? 0 : (nk - c0 < n ? nk - c0 : n);
-        const float *k = phk + c0 * ldk, *vc = v + c0 * ldv;
-        float *dq = dphq + c0 * lddq;
-        dnum_dden(p, n, out + c0 * ldo, ldo, dout + c0 * lddo, lddo, den + c0, dnum, dden);
-        if (c0 > 0 && nk > 0) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)r, (int)dv, 1.0f,
-                        dnum, (int)dv, h, (int)dv, 0.0f, dq, (int)lddq);
-            cblas_sger(CblasRowMajor, (int)n, (int)r, 1.0f, dden, 1, z, 1, dq, (int)lddq);
-        } else {
-            zero_rows(dq, lddq, n, r);
-        }
-        if (kv > 0) {
-            chunk_b(n, kv, dv, dnum, dden, vc, ldv, b);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)r, (int)kv, 1.0f,
-                        b, (int)kv, k, (int)ldk, 1.0f, dq, (int)lddq);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)dv, (int)kv, 1.0f, k,
-                        (int)ldk, vc, (int)ldv, 1.0f, h, (int)dv);
-            add_colsum(z, k, ldk, kv, r);
-        }
+        int64_t n = rows_at(p, c0);
+        et_kc_causal_backward_queries(p, state, seen_before(p, c0), n, keys_at(p, c0, n),
+                                      phk + c0 * ldk, ldk, v + c0 * ldv, ldv, out + c0 * ldo, ldo,
+                                      dout + c0 * lddo, lddo, den + c0, dphq + c0 * lddq, lddq,
+                                      step);
     }
-
-    /* reverse sweep, suffix sums U = sum_{i>=j} phq_i dnum_i^T (r,dv) and
-     * w = sum_{i>=j} dden_i phq_i (r), reusing h and z as U and w:
-     * dphk_j = U_j v_j + w_j, dv_j = U_j^T phk_j */
-    float *u = h, *w = z;
-    memset(u, 0, (size_t)(r * dv) * sizeof(float));
-    memset(w, 0, (size_t)r * sizeof(float));
-    for (int64_t ci = nchunks - 1; ci >= 0; ci--) {
-        int64_t c0 = ci * C;
-        int64_t n = L - c0 < C ? L - c0 : C;
-        int64_t kv = nk - c0 < 0 ? 0 : (nk - c0 < n ? nk - c0 : n);
-        const float *q = phq + c0 * ldq, *k = phk + c0 * ldk, *vc = v + c0 * ldv;
-        float *dk = dphk + c0 * lddk, *dvc = dv_ + c0 * lddv;
-        dnum_dden(p, n, out + c0 * ldo, ldo, dout + c0 * lddo, lddo, den + c0, dnum, dden);
-        if (kv > 0) {
-            int later = c0 + n < L; /* U and w hold the chunks after this one */
-            chunk_b(n, kv, dv, dnum, dden, vc, ldv, b);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)kv, (int)r, 1.0f, q,
-                        (int)ldq, k, (int)ldk, 0.0f, a, (int)kv);
-            tril(a, n, kv);
-            if (later) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kv, (int)r, (int)dv,
-                            1.0f, vc, (int)ldv, u, (int)dv, 0.0f, dk, (int)lddk);
-                add_row_vector(dk, lddk, kv, w, r);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)kv, (int)dv, (int)r,
-                            1.0f, k, (int)ldk, u, (int)dv, 0.0f, dvc, (int)lddv);
-            } else {
-                zero_rows(dk, lddk, kv, r);
-                zero_rows(dvc, lddv, kv, dv);
-            }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kv, (int)r, (int)n, 1.0f, b,
-                        (int)kv, q, (int)ldq, 1.0f, dk, (int)lddk);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kv, (int)dv, (int)n, 1.0f, a,
-                        (int)kv, dnum, (int)dv, 1.0f, dvc, (int)lddv);
-        }
-        zero_rows(dk + kv * lddk, lddk, n - kv, r);
-        zero_rows(dvc + kv * lddv, lddv, n - kv, dv);
-        if (c0 > 0) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)dv, (int)n, 1.0f, q,
-                        (int)ldq, dnum, (int)dv, 1.0f, u, (int)dv);
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)r, 1.0f, q, (int)ldq, dden, 1,
-                        1.0f, w, 1);
-        }
+    et_kc_state_reset(p, state);
+    for (int64_t c0 = last; c0 >= 0; c0 -= C) {
+        int64_t n = rows_at(p, c0);
+        et_kc_causal_backward_keys(p, state, L - c0 - n, n, keys_at(p, c0, n), phq + c0 * ldq, ldq,
+                                   phk + c0 * ldk, ldk, v + c0 * ldv, ldv, out + c0 * ldo, ldo,
+                                   dout + c0 * lddo, lddo, den + c0, dphk + c0 * lddk, lddk,
+                                   dv_ + c0 * lddv, lddv, step);
     }
     /* key rows past the queries are never seen in causal attention */
-    zero_rows(dphk + L * lddk, lddk, S - L, r);
-    zero_rows(dv_ + L * lddv, lddv, S - L, dv);
+    zero_rows(dphk + L * lddk, lddk, S - L, p->r);
+    zero_rows(dv_ + L * lddv, lddv, S - L, p->dim_v);
 }
 
 void et_kc_backward(const et_kc_shape *p, const float *phq, int64_t ldq, const float *phk,
@@ -353,12 +426,12 @@ double et_kc_macs(const et_kc_shape *p)
 
 int64_t et_kc_decode_floats(const et_kc_shape *p)
 {
-    return (int64_t)p->r * p->dim_v + p->r;
+    return et_kc_state_floats(p);
 }
 
 void et_kc_decode_reset(const et_kc_shape *p, float *state)
 {
-    memset(state, 0, (size_t)et_kc_decode_floats(p) * sizeof(float));
+    et_kc_state_reset(p, state);
 }
 
 void et_kc_decode_step(const et_kc_shape *p, float *state, const float *phq, const float *phk,

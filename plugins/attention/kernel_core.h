@@ -62,6 +62,67 @@ void et_kc_backward(const et_kc_shape *p, const float *phq, int64_t ldq, const f
                     const float *dout, int64_t lddo, const float *saved, float *dphq,
                     int64_t lddq, float *dphk, int64_t lddk, float *dv, int64_t lddv, float *work);
 
+/* Chunk steps: et_kc_forward and et_kc_backward are loops over these. A
+ * caller whose feature rows are costly to keep (Performer: m of them per
+ * row) runs the same loops and computes phi one chunk at a time, so its
+ * working set stays a few chunks however long the sequence is.
+ *
+ * A state is S (r,dv) row-major followed by s (r), et_kc_state_floats
+ * floats, the layout of the decode state, so a caller may rescale it. The
+ * forward state holds KV and z (bidirectional, cross) or the prefix sums H
+ * and z (causal); the backward state holds dKV and dz, or the suffix sums U
+ * and w. A step given `n` rows reads rows 0..n-1 of each matrix at its
+ * pointer; steps marked "n <= chunk" also take scratch of et_kc_step_floats
+ * floats. In causal steps the rows of a chunk are queries and keys alike
+ * and only its first kv key rows are valid (the others are never read). */
+int64_t et_kc_state_floats(const et_kc_shape *p);
+int64_t et_kc_step_floats(const et_kc_shape *p);
+void et_kc_state_reset(const et_kc_shape *p, float *state);
+
+/* Bidirectional and cross, any n: state += (phk^T v, colsum phk) over
+ * phk (n,r) ldk and v (n,dv) ldv. */
+void et_kc_keys_add(const et_kc_shape *p, float *state, int64_t n, const float *phk, int64_t ldk,
+                    const float *v, int64_t ldv);
+/* Any n: phq (n,r) ldq -> out (n,dv) ldo = phq KV / D(phq z), den (n) = phq z. */
+void et_kc_queries_forward(const et_kc_shape *p, const float *state, int64_t n, const float *phq,
+                           int64_t ldq, float *out, int64_t ldo, float *den);
+/* n <= chunk query rows, with out (n,dv), dout (n,dv) and den (n) of forward:
+ * dphq (n,r) = dnum KV^T + dden z^T, overwritten; dstate += (phq^T dnum,
+ * phq^T dden). */
+void et_kc_queries_backward(const et_kc_shape *p, const float *state, float *dstate, int64_t n,
+                            const float *phq, int64_t ldq, const float *out, int64_t ldo,
+                            const float *dout, int64_t lddo, const float *den, float *dphq,
+                            int64_t lddq, float *work);
+/* Any n valid key rows: dphk (n,r) = v dKV^T + 1 dz^T, dv (n,dv) = phk dKV,
+ * both overwritten. */
+void et_kc_keys_backward(const et_kc_shape *p, const float *dstate, int64_t n, const float *phk,
+                         int64_t ldk, const float *v, int64_t ldv, float *dphk, int64_t lddk,
+                         float *dv, int64_t lddv);
+
+/* Causal, chunks in order, n <= chunk, `seen` valid keys in the state
+ * before the chunk: out (n,dv) and den (n) of its rows, then the chunk's
+ * valid keys join the state. */
+void et_kc_causal_forward_step(const et_kc_shape *p, float *state, int64_t seen, int64_t n,
+                               int64_t kv, const float *phq, int64_t ldq, const float *phk,
+                               int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo,
+                               float *den, float *work);
+/* Backward, first sweep, chunks in order as in the forward step:
+ * dphq (n,r) = H dnum + dden z + tril(dnum V^T + dden 1^T) phk, overwritten;
+ * then the chunk's valid keys join the state. */
+void et_kc_causal_backward_queries(const et_kc_shape *p, float *state, int64_t seen, int64_t n,
+                                   int64_t kv, const float *phk, int64_t ldk, const float *v,
+                                   int64_t ldv, const float *out, int64_t ldo, const float *dout,
+                                   int64_t lddo, const float *den, float *dphq, int64_t lddq,
+                                   float *work);
+/* Backward, second sweep, chunks in reverse order, `later` query rows in
+ * dstate after the chunk: dphk, dv (n rows, those past kv set to 0) of the
+ * chunk's keys, overwritten; then its queries join dstate. */
+void et_kc_causal_backward_keys(const et_kc_shape *p, float *dstate, int64_t later, int64_t n,
+                                int64_t kv, const float *phq, int64_t ldq, const float *phk,
+                                int64_t ldk, const float *v, int64_t ldv, const float *out,
+                                int64_t ldo, const float *dout, int64_t lddo, const float *den,
+                                float *dphk, int64_t lddk, float *dv, int64_t lddv, float *work);
+
 /* Multiply-adds of one forward (spec/attention.md, Cost): r.dv.(L+S) + r.L,
  * or for causal 2N.r.dv + N.r + N.C.(r+dv). The feature map is not counted. */
 double et_kc_macs(const et_kc_shape *p);

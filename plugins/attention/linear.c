@@ -12,6 +12,7 @@
 
 #include <etnas/attention.h>
 
+#include "attn_common.h"
 #include "kernel_core.h"
 
 typedef struct linear_state {
@@ -54,40 +55,21 @@ static void linear_destroy(void *state)
     free(state);
 }
 
-static int shape_ok(const et_attn_shape *s)
+/* Lengths may be 0 and key lengths are clamped (the core never reads past S). */
+static int linear_check(const linear_state *st, const et_attn_shape *s, char **err)
 {
-    if (s->batch < 1 || s->heads < 1 || s->len_q < 0 || s->len_k < 0 || s->dim_qk < 1 ||
-        s->dim_v < 1)
-        return ET_STATUS_ERR_USAGE;
-    if (s->mode == ET_ATTN_MODE_CROSS)
-        return 0;
-    if (s->mode != ET_ATTN_MODE_BIDIRECTIONAL && s->mode != ET_ATTN_MODE_CAUSAL)
-        return ET_STATUS_ERR_USAGE;
-    return s->len_q == s->len_k ? 0 : ET_STATUS_ERR_UNSUPPORTED;
+    return attn_shape_check(st->host, "linear", s, 0, err);
 }
 
 static int linear_prepare(void *state, const et_attn_shape *max, char **err)
 {
-    linear_state *st = state;
-    int rc = shape_ok(max);
-    if (rc == ET_STATUS_ERR_UNSUPPORTED)
-        *err = st->host->errorf("linear: %s attention needs len_q == len_k (got %d and %d); "
-                                "use mode cross for different lengths (causal cross-attention "
-                                "is not defined)",
-                                max->mode == ET_ATTN_MODE_CAUSAL ? "causal" : "self",
-                                max->len_q, max->len_k);
-    else if (rc)
-        *err = st->host->errorf("linear: bad shape B=%d H=%d L=%d S=%d d=%d dv=%d mode=%d",
-                                max->batch, max->heads, max->len_q, max->len_k, max->dim_qk,
-                                max->dim_v, max->mode);
-    return rc;
+    return linear_check(state, max, err);
 }
 
-/* The core's problem for sequence b of shape s. */
-static et_kc_shape core_shape(const linear_state *st, const et_attn_shape *s, int64_t b)
+/* The core's problem for a sequence of shape s with key_len valid keys. */
+static et_kc_shape core_shape(const linear_state *st, const et_attn_shape *s, int32_t key_len)
 {
-    int32_t nk = s->key_len ? s->key_len[b] : s->len_k;
-    return (et_kc_shape){s->len_q, s->len_k, nk, s->dim_qk, s->dim_v,
+    return (et_kc_shape){s->len_q, s->len_k, key_len, s->dim_qk, s->dim_v,
                          s->mode == ET_ATTN_MODE_CAUSAL, st->chunk, ET_KC_GUARD_ADD, st->eps};
 }
 
@@ -100,7 +82,7 @@ static int64_t linear_saved_floats(void *state, const et_attn_shape *s)
 /* per worker: phi(q) (L,d), phi(k) (S,d), then the core's scratch */
 static int64_t worker_floats(const linear_state *st, const et_attn_shape *s)
 {
-    et_kc_shape p = core_shape(st, s, 0);
+    et_kc_shape p = core_shape(st, s, s->len_k);
     return ((int64_t)s->len_q + s->len_k) * s->dim_qk + et_kc_work_floats(&p);
 }
 
@@ -109,9 +91,6 @@ static int64_t linear_work_floats(void *state, const et_attn_shape *s)
     linear_state *st = state;
     return st->host->threads * worker_floats(st, s);
 }
-
-#define ROW(view, b, h, t) ((view).data + (int64_t)(b) * (view).sb + (int64_t)(h) * (view).sh + \
-                            (int64_t)(t) * (view).st)
 
 static float elu1(float x)
 {
@@ -138,39 +117,32 @@ static void feature_map_backward(float *dx, int64_t lddx, const float *x, int64_
         }
 }
 
-typedef struct heads_job {
-    const linear_state *st;
-    const et_attn_shape *s;
-    et_attn_view q, k, v, out, dout, dq, dk, dv;
-    float *saved;
-    const float *csaved;
-    float *work;
-    int32_t max_len;
-    float *dstate;
-} heads_job;
+/* One head's phi(q) (L,d) and phi(k) (key_len,d) in its worker's scratch,
+ * and the core's scratch after them. */
+typedef struct head_features {
+    et_kc_shape p;
+    float *phq, *phk, *core;
+} head_features;
 
-static void forward_range(void *arg, int64_t begin, int64_t end, int32_t worker)
+static head_features features_of(const attn_call *call, const attn_head *hd)
 {
-    const heads_job *jb = arg;
-    const et_attn_shape *s = jb->s;
+    const et_attn_shape *s = call->s;
     int64_t L = s->len_q, S = s->len_k, d = s->dim_qk;
-    float *phq = jb->work + worker * worker_floats(jb->st, s), *phk = phq + L * d,
-          *core = phk + S * d;
-    for (int64_t idx = begin; idx < end; idx++) {
-        int64_t b = idx / s->heads, h = idx % s->heads;
-        et_kc_shape p = core_shape(jb->st, s, b);
-        int64_t nk = p.key_len < 0 ? 0 : (p.key_len < S ? p.key_len : S);
-        feature_map(phq, ROW(jb->q, b, h, 0), jb->q.st, L, d);
-        feature_map(phk, ROW(jb->k, b, h, 0), jb->k.st, nk, d);
-        et_kc_forward(&p, phq, d, phk, d, ROW(jb->v, b, h, 0), jb->v.st, ROW(jb->out, b, h, 0),
-                      jb->out.st, jb->saved + idx * L, core);
-    }
+    head_features f = {.p = core_shape(call->op, s, hd->key_len), .phq = hd->work};
+    f.phk = f.phq + L * d;
+    f.core = f.phk + S * d;
+    feature_map(f.phq, hd->q, call->q.st, L, d);
+    feature_map(f.phk, hd->k, call->k.st, hd->key_len, d);
+    return f;
 }
 
-static void run_heads(const linear_state *st, const et_attn_shape *s, et_parallel_fn fn,
-                      heads_job *jb)
+// one head: q (L,d), k (S,d), v (S,dv) -> out (L,dv); saved (L) denominators
+static void forward_head(const attn_call *call, const attn_head *hd)
 {
-    st->host->parallel_for(st->host->ctx, (int64_t)s->batch * s->heads, fn, jb);
+    int64_t d = call->s->dim_qk;
+    head_features f = features_of(call, hd);
+    et_kc_forward(&f.p, f.phq, d, f.phk, d, hd->v, call->v.st, hd->out, call->out.st, hd->saved,
+                  f.core);
 }
 
 // q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L) denominators
@@ -178,37 +150,27 @@ static int linear_forward(void *state, const et_attn_shape *s, et_attn_view q, e
                           et_attn_view v, et_attn_view out, float *saved, float *work)
 {
     linear_state *st = state;
-    int rc = shape_ok(s);
+    int rc = linear_check(st, s, NULL);
     if (rc)
         return rc;
-    heads_job jb = {.st = st, .s = s, .q = q, .k = k, .v = v, .out = out, .saved = saved,
-                    .work = work};
-    run_heads(st, s, forward_range, &jb);
+    attn_call call = {.s = s, .op = st, .fn = forward_head, .q = q, .k = k, .v = v, .out = out,
+                      .saved = saved, .saved_per_head = s->len_q, .work = work,
+                      .worker_floats = worker_floats(st, s)};
+    attn_heads_run(st->host, &call);
     return 0;
 }
 
-static void backward_range(void *arg, int64_t begin, int64_t end, int32_t worker)
+// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv)
+static void backward_head(const attn_call *call, const attn_head *hd)
 {
-    const heads_job *jb = arg;
-    const et_attn_shape *s = jb->s;
-    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk;
-    float *phq = jb->work + worker * worker_floats(jb->st, s), *phk = phq + L * d,
-          *core = phk + S * d;
-    for (int64_t idx = begin; idx < end; idx++) {
-        int64_t b = idx / s->heads, h = idx % s->heads;
-        et_kc_shape p = core_shape(jb->st, s, b);
-        int64_t nk = p.key_len < 0 ? 0 : (p.key_len < S ? p.key_len : S);
-        const float *q = ROW(jb->q, b, h, 0), *k = ROW(jb->k, b, h, 0);
-        float *dq = ROW(jb->dq, b, h, 0), *dk = ROW(jb->dk, b, h, 0);
-        feature_map(phq, q, jb->q.st, L, d);
-        feature_map(phk, k, jb->k.st, nk, d);
-        /* the core writes dphi(q), dphi(k) into dq, dk; the map's slope finishes them */
-        et_kc_backward(&p, phq, d, phk, d, ROW(jb->v, b, h, 0), jb->v.st, ROW(jb->out, b, h, 0),
-                       jb->out.st, ROW(jb->dout, b, h, 0), jb->dout.st, jb->csaved + idx * L, dq,
-                       jb->dq.st, dk, jb->dk.st, ROW(jb->dv, b, h, 0), jb->dv.st, core);
-        feature_map_backward(dq, jb->dq.st, q, jb->q.st, L, d);
-        feature_map_backward(dk, jb->dk.st, k, jb->k.st, nk, d);
-    }
+    int64_t L = call->s->len_q, d = call->s->dim_qk;
+    head_features f = features_of(call, hd);
+    /* the core writes dphi(q), dphi(k) into dq, dk; the map's slope finishes them */
+    et_kc_backward(&f.p, f.phq, d, f.phk, d, hd->v, call->v.st, hd->out, call->out.st, hd->dout,
+                   call->dout.st, hd->saved_in, hd->dq, call->dq.st, hd->dk, call->dk.st, hd->dv,
+                   call->dv.st, f.core);
+    feature_map_backward(hd->dq, call->dq.st, hd->q, call->q.st, L, d);
+    feature_map_backward(hd->dk, call->dk.st, hd->k, call->k.st, hd->key_len, d);
 }
 
 // dout (B,H,L,dv) -> dq (B,H,L,d), dk (B,H,S,d), dv (B,H,S,dv)
@@ -217,19 +179,21 @@ static int linear_backward(void *state, const et_attn_shape *s, et_attn_view q, 
                            et_attn_view dq, et_attn_view dk, et_attn_view dv, float *work)
 {
     linear_state *st = state;
-    int rc = shape_ok(s);
+    int rc = linear_check(st, s, NULL);
     if (rc)
         return rc;
-    heads_job jb = {.st = st, .s = s, .q = q, .k = k, .v = v, .out = out, .dout = dout,
-                    .dq = dq, .dk = dk, .dv = dv, .csaved = saved, .work = work};
-    run_heads(st, s, backward_range, &jb);
+    attn_call call = {.s = s, .op = st, .fn = backward_head, .q = q, .k = k, .v = v, .out = out,
+                      .dout = dout, .dq = dq, .dk = dk, .dv = dv, .saved_in = saved,
+                      .saved_per_head = s->len_q, .work = work,
+                      .worker_floats = worker_floats(st, s)};
+    attn_heads_run(st->host, &call);
     return 0;
 }
 
 /* Decode state per head: the core's H (d,dv) and z (d), whatever max_len. */
 static int64_t linear_decode_floats(void *state, const et_attn_shape *s, int32_t max_len)
 {
-    et_kc_shape p = core_shape(state, s, 0);
+    et_kc_shape p = core_shape(state, s, s->len_k);
     (void)max_len;
     return (int64_t)s->batch * s->heads * et_kc_decode_floats(&p);
 }
@@ -240,20 +204,16 @@ static void linear_decode_reset(void *state, const et_attn_shape *s, int32_t max
     memset(dstate, 0, (size_t)linear_decode_floats(state, s, max_len) * sizeof(float));
 }
 
-static void decode_range(void *arg, int64_t begin, int64_t end, int32_t worker)
+// one head: q, k (1,d), v (1,dv) -> out (1,dv)
+static void decode_head(const attn_call *call, const attn_head *hd)
 {
-    const heads_job *jb = arg;
-    const et_attn_shape *s = jb->s;
+    const et_attn_shape *s = call->s;
     int64_t d = s->dim_qk;
-    et_kc_shape p = core_shape(jb->st, s, 0);
-    float *phq = jb->work + worker * worker_floats(jb->st, s), *phk = phq + d;
-    for (int64_t idx = begin; idx < end; idx++) {
-        int64_t b = idx / s->heads, h = idx % s->heads;
-        feature_map(phq, ROW(jb->q, b, h, 0), d, 1, d);
-        feature_map(phk, ROW(jb->k, b, h, 0), d, 1, d);
-        et_kc_decode_step(&p, jb->dstate + idx * et_kc_decode_floats(&p), phq, phk,
-                          ROW(jb->v, b, h, 0), ROW(jb->out, b, h, 0));
-    }
+    et_kc_shape p = core_shape(call->op, s, s->len_k);
+    float *phq = hd->work, *phk = phq + d;
+    feature_map(phq, hd->q, d, 1, d);
+    feature_map(phk, hd->k, d, 1, d);
+    et_kc_decode_step(&p, hd->dstate, phq, phk, hd->v, hd->out);
 }
 
 // q (B,H,1,d), k (B,H,1,d), v (B,H,1,dv) at position pos -> out (B,H,1,dv)
@@ -262,19 +222,20 @@ static int linear_decode_step(void *state, const et_attn_shape *s, int32_t max_l
                               et_attn_view v, et_attn_view out, float *work)
 {
     linear_state *st = state;
-    if (pos < 0 || pos >= max_len || s->batch < 1 || s->heads < 1 || s->dim_qk < 1 ||
-        s->dim_v < 1 || s->len_q != 1 || s->len_k != 1)
+    if (attn_decode_check(s, max_len, pos))
         return ET_STATUS_ERR_USAGE;
-    heads_job jb = {.st = st, .s = s, .q = q, .k = k, .v = v, .out = out, .work = work,
-                    .max_len = max_len, .dstate = dstate};
-    run_heads(st, s, decode_range, &jb);
+    et_kc_shape p = core_shape(st, s, s->len_k);
+    attn_call call = {.s = s, .op = st, .fn = decode_head, .q = q, .k = k, .v = v, .out = out,
+                      .dstate = dstate, .dstate_per_head = et_kc_decode_floats(&p), .pos = pos,
+                      .max_len = max_len, .work = work, .worker_floats = worker_floats(st, s)};
+    attn_heads_run(st->host, &call);
     return 0;
 }
 
 /* The kernel core's count with r = d; the elementwise map is not a MAC. */
 static double linear_macs(void *state, const et_attn_shape *s)
 {
-    et_kc_shape p = core_shape(state, s, 0);
+    et_kc_shape p = core_shape(state, s, s->len_k);
     return (double)s->batch * s->heads * et_kc_macs(&p);
 }
 

@@ -37,7 +37,17 @@
  *
  * Denominator guard: D = max(den, eps^2 / 2). Every feature is at least
  * m^(-1/2) eps, so each visible key adds at least eps^2 to den: the guard
- * acts only on rows that see no key (out = 0) and never distorts a ratio. */
+ * acts only on rows that see no key (out = 0) and never distorts a ratio.
+ *
+ * Features are made PERFORMER_CHUNK rows at a time and fed to the core's
+ * chunk steps, never kept for a whole sequence: m floats a row would
+ * outweigh everything else and fall out of cache as the length grows, so
+ * scratch is a few chunks whatever the length. The bidirectional key max is
+ * a running one: each chunk of keys is mapped under the max so far, and a
+ * chunk that raises it first rescales what is summed (favor_rescale), which
+ * equals mapping every key under the final max. Forward saves that max (or
+ * the causal one) after den; backward makes the features again from it,
+ * the keys twice (bidirectional) or both sides once per sweep (causal). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -46,6 +56,7 @@
 #include <etnas/attention.h>
 #include <etnas/rng.h>
 
+#include "attn_common.h"
 #include "kernel_core.h"
 
 #define PERFORMER_CHUNK 64
@@ -79,19 +90,6 @@ typedef struct performer {
     double *gram;  /* (d,d) scratch of the draw */
     double bound;  /* max_r |w_r|^2 / 2 of the float W */
 } performer;
-
-typedef struct performer_job {
-    const performer *pf;
-    const et_attn_shape *s;
-    et_attn_view q, k, v, out, dout, dq, dk, dv;
-    float *saved;
-    const float *saved_in;
-    float *work;
-    int64_t worker_floats, saved_per_head;
-    /* decode only */
-    float *dstate;
-    int32_t pos;
-} performer_job;
 
 /* Draw k of W for the current d (see the top of the file). */
 static void performer_draw(performer *pf)
@@ -190,40 +188,9 @@ static int performer_create(const et_host *host, const et_option_value *opts, vo
 /* Shape checks shared by prepare and forward; err may be NULL. */
 static int performer_check(const performer *pf, const et_attn_shape *s, char **err)
 {
-    const et_host *host = pf->host;
-    if (s->batch < 1 || s->heads < 1 || s->len_q < 1 || s->len_k < 1 || s->dim_qk < 1 ||
-        s->dim_v < 1) {
-        if (err)
-            *err = host->errorf("performer: shape B=%d H=%d L=%d S=%d d=%d dv=%d has an empty "
-                                "dimension",
-                                (int)s->batch, (int)s->heads, (int)s->len_q, (int)s->len_k,
-                                (int)s->dim_qk, (int)s->dim_v);
-        return ET_STATUS_ERR_USAGE;
-    }
-    if (s->mode != ET_ATTN_MODE_BIDIRECTIONAL && s->mode != ET_ATTN_MODE_CAUSAL &&
-        s->mode != ET_ATTN_MODE_CROSS) {
-        if (err)
-            *err = host->errorf("performer: unknown attention mode %d", (int)s->mode);
-        return ET_STATUS_ERR_USAGE;
-    }
-    if (s->mode != ET_ATTN_MODE_CROSS && s->len_q != s->len_k) {
-        if (err)
-            *err = host->errorf("performer: %s self-attention needs len_q == len_k (got %d and "
-                                "%d); causal cross-attention is not supported",
-                                s->mode == ET_ATTN_MODE_CAUSAL ? "causal" : "bidirectional",
-                                (int)s->len_q, (int)s->len_k);
-        return s->mode == ET_ATTN_MODE_CAUSAL ? ET_STATUS_ERR_UNSUPPORTED : ET_STATUS_ERR_USAGE;
-    }
-    if (s->key_len)
-        for (int32_t b = 0; b < s->batch; b++)
-            if (s->key_len[b] < 0 || s->key_len[b] > s->len_k) {
-                if (err)
-                    *err = host->errorf("performer: key_len[%d] = %d is outside [0, %d]", (int)b,
-                                        (int)s->key_len[b], (int)s->len_k);
-                return ET_STATUS_ERR_USAGE;
-            }
-    return ET_STATUS_OK;
+    return attn_shape_check(pf->host, "performer", s, ATTN_SHAPE_STRICT, err);
 }
+
 
 /* Makes W the draw for d, within the room prepare made. */
 static int performer_use_dim(performer *pf, int32_t d)
@@ -307,11 +274,21 @@ static void favor_project(const performer *pf, const float *x, int64_t st, int32
                     (float)pow((double)pf->d, -0.25), x, lda, pf->w, pf->d, 0.0f, u, pf->m);
 }
 
+/* max of u (count); in 8 lanes, which the compiler vectorises, rather than
+ * one chain of dependent compares */
 static float favor_max(const float *u, int64_t count)
 {
+    float lane[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                     -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int j = 0; j < 8; j++)
+            lane[j] = u[i + j] > lane[j] ? u[i + j] : lane[j];
     float c = -INFINITY;
-    for (int64_t i = 0; i < count; i++)
+    for (; i < count; i++)
         c = u[i] > c ? u[i] : c;
+    for (int j = 0; j < 8; j++)
+        c = lane[j] > c ? lane[j] : c;
     return c;
 }
 
@@ -320,6 +297,28 @@ static float favor_causal_c(const performer *pf, const float *u0)
 {
     double c = favor_max(u0, pf->m), lowest = pf->bound - PERFORMER_EXP_HEADROOM;
     return (float)(c > lowest ? c : lowest);
+}
+
+/* e^x for x <= 88 in a form the compiler vectorises (expf is a call per
+ * element, and the features' exponentials are most of the map's cost):
+ * x = k ln2 + f with |f| <= ln2/2 (k rounded by the 1.5 * 2^23 trick, ln2
+ * in two parts), e^f by its degree-6 Taylor polynomial, 2^k put in the
+ * exponent bits. Relative error below 3e-7 (about 2 ulp) on [-87, 88];
+ * inputs below -87 give e^-87, which vanishes beside eps in every feature. */
+static inline float favor_exp(float x)
+{
+    x = x > -87.0f ? x : -87.0f;
+    float t = x * 1.4426950408889634f + 12582912.0f;
+    float k = t - 12582912.0f;
+    float f = x - k * 0.693145751953125f - k * 1.4286068203094172e-06f;
+    float e = 1.0f + f * (1.0f + f * (0.5f + f * (0.16666667f + f * (0.041666668f +
+              f * (0.008333334f + f * 0.0013888889f)))));
+    int32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4B400000 + 127) << 23;
+    float two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    return e * two_k;
 }
 
 // u (n,m) -> phi (n,m) in place; x (n,d) rows st apart gives h; c: shared, or NULL for each
@@ -338,7 +337,7 @@ static void favor_features(const performer *pf, const float *x, int64_t st, int3
             sq += (double)xt[c] * xt[c];
         float shift = (float)(half_scale2 * sq) + (c_shared ? *c_shared : favor_max(ut, m));
         for (int32_t r = 0; r < m; r++)
-            ut[r] = ratio * (expf(ut[r] - shift) + eps);
+            ut[r] = ratio * (favor_exp(ut[r] - shift) + eps);
     }
 }
 
@@ -368,45 +367,66 @@ static void favor_backward(const performer *pf, const float *x, int64_t st, int3
                     1.0f, dx, n == 1 ? d : (int)dst);
 }
 
-static const float *view_row(et_attn_view x, int32_t b, int32_t h)
+/* x (n,d) rows st apart -> phi (n,m), with the stabiliser c_shared, or NULL
+ * for each row's own max */
+static void favor_rows(const performer *pf, const float *x, int64_t st, int32_t n,
+                       const float *c_shared, float *phi)
 {
-    return x.data + b * x.sb + h * x.sh;
+    favor_project(pf, x, st, n, phi);
+    favor_features(pf, x, st, n, c_shared, phi);
 }
 
-static float *view_row_mut(et_attn_view x, int32_t b, int32_t h)
+/* Keys summed into state (the core's KV, z) under the stabiliser c_old
+ * become what c_new > c_old gives them. Each feature is m^(-1/2) (e + eps)
+ * and e scales by s = exp(c_old - c_new), so with vsum (dv) the sum of
+ * their values and count their number:
+ *   KV -> s KV + (1 - s) m^(-1/2) eps 1 vsum^T,  z -> s z + (1 - s) m^(-1/2) eps count. */
+static void favor_rescale(const performer *pf, int32_t dv, float *state, const float *vsum,
+                          int64_t count, float c_old, float c_new)
 {
-    return x.data + b * x.sb + h * x.sh;
+    int32_t m = pf->m;
+    float s = expf(c_old - c_new), tail = (1.0f - s) * (float)(1.0 / sqrt((double)m)) * pf->eps;
+    float *kv = state, *z = state + (int64_t)m * dv;
+    for (int32_t r = 0; r < m; r++) {
+        for (int32_t c = 0; c < dv; c++)
+            kv[(int64_t)r * dv + c] = s * kv[(int64_t)r * dv + c] + tail * vsum[c];
+        z[r] = s * z[r] + tail * (float)count;
+    }
 }
 
-/* Features of one (b, h): phq (L,m), phk (key_len,m). */
-static void performer_head_features(const performer_job *job, int32_t b, int32_t h,
-                                    int32_t key_len, float *phq, float *phk)
-{
-    const performer *pf = job->pf;
-    const et_attn_shape *s = job->s;
-    const float *q = view_row(job->q, b, h), *k = view_row(job->k, b, h);
-    favor_project(pf, q, job->q.st, s->len_q, phq);
-    favor_features(pf, q, job->q.st, s->len_q, NULL, phq);
-    if (key_len == 0)
-        return;
-    favor_project(pf, k, job->k.st, key_len, phk);
-    float c = s->mode == ET_ATTN_MODE_CAUSAL ? favor_causal_c(pf, phk)
-                                             : favor_max(phk, (int64_t)key_len * pf->m);
-    favor_features(pf, k, job->k.st, key_len, &c, phk);
-}
+/* Scratch of one worker: the core's states (KV, z and dKV, dz; or H, z,
+ * then U, w) and chunk-step scratch, then phi(q), phi(k) and a gradient of
+ * one chunk (C,m) each, and the value sum of the keys so far (dv). Nothing
+ * grows with the length: features are made a chunk at a time and dropped. */
+typedef struct favor_scratch {
+    float *state, *dstate, *step, *phq, *phk, *dphi, *vsum;
+} favor_scratch;
 
 static int64_t performer_worker_floats(const performer *pf, const et_attn_shape *s)
 {
     et_kc_shape p = performer_kc(pf, s, s->len_k);
-    /* forward: phq, phk; backward adds dphq, dphk */
-    return 2 * (int64_t)pf->m * ((int64_t)s->len_q + s->len_k) + et_kc_work_floats(&p);
+    return 2 * et_kc_state_floats(&p) + et_kc_step_floats(&p) +
+           3 * (int64_t)p.chunk * pf->m + s->dim_v;
 }
 
-/* The core's saved floats of one head; the same for every key_len. */
+static favor_scratch favor_scratch_of(const performer *pf, const et_kc_shape *p, float *work)
+{
+    favor_scratch w;
+    w.state = work;
+    w.dstate = w.state + et_kc_state_floats(p);
+    w.step = w.dstate + et_kc_state_floats(p);
+    w.phq = w.step + et_kc_step_floats(p);
+    w.phk = w.phq + (int64_t)p->chunk * pf->m;
+    w.dphi = w.phk + (int64_t)p->chunk * pf->m;
+    w.vsum = w.dphi + (int64_t)p->chunk * pf->m;
+    return w;
+}
+
+/* Saved per head: the core's den (L), then the key stabiliser. */
 static int64_t performer_saved_per_head(const performer *pf, const et_attn_shape *s)
 {
     et_kc_shape p = performer_kc(pf, s, s->len_k);
-    return et_kc_saved_floats(&p);
+    return et_kc_saved_floats(&p) + 1;
 }
 
 static int64_t performer_saved_floats(void *state, const et_attn_shape *s)
@@ -420,26 +440,92 @@ static int64_t performer_work_floats(void *state, const et_attn_shape *s)
     return (int64_t)pf->host->threads * performer_worker_floats(pf, s);
 }
 
-static void performer_forward_heads(void *arg, int64_t begin, int64_t end, int32_t worker)
+/* Rows of the chunk at i0 of `total` rows, and the valid keys of causal
+ * chunk c0 of n rows. */
+static int32_t chunk_len(const et_kc_shape *p, int32_t total, int32_t i0)
 {
-    const performer_job *job = arg;
-    const et_attn_shape *s = job->s;
-    int32_t m = job->pf->m;
-    float *phq = job->work + worker * job->worker_floats;
-    float *phk = phq + (int64_t)s->len_q * m;
-    float *kc_work = phk + (int64_t)s->len_k * m;
-    for (int64_t bh = begin; bh < end; bh++) {
-        int32_t b = (int32_t)(bh / s->heads), h = (int32_t)(bh % s->heads);
-        int32_t key_len = s->key_len ? s->key_len[b] : s->len_k;
-        et_kc_shape p = performer_kc(job->pf, s, key_len);
-        performer_head_features(job, b, h, key_len, phq, phk);
-        et_kc_forward(&p, phq, m, phk, m, view_row(job->v, b, h), job->v.st,
-                      view_row_mut(job->out, b, h), job->out.st,
-                      job->saved + bh * job->saved_per_head, kc_work);
+    return total - i0 < p->chunk ? total - i0 : p->chunk;
+}
+
+static int32_t chunk_keys(const et_kc_shape *p, int32_t c0, int32_t n)
+{
+    int32_t kv = p->key_len - c0;
+    return kv < 0 ? 0 : (kv < n ? kv : n);
+}
+
+/* Causal: phi(q) (n,m) and phi(k) (kv,m) of the chunk at c0 under the key
+ * stabiliser *c, which forward (set_c) takes from key 0 in the first chunk. */
+static void causal_chunk_features(const performer *pf, const attn_call *call,
+                                  const attn_head *hd, int32_t c0, int32_t n, int32_t kv,
+                                  float *c, int set_c, const favor_scratch *w)
+{
+    const float *k = hd->k + c0 * call->k.st;
+    favor_rows(pf, hd->q + c0 * call->q.st, call->q.st, n, NULL, w->phq);
+    favor_project(pf, k, call->k.st, kv, w->phk);
+    if (set_c && c0 == 0 && kv > 0)
+        *c = favor_causal_c(pf, w->phk);
+    favor_features(pf, k, call->k.st, kv, c, w->phk);
+}
+
+/* Bidirectional and cross: KV, z of the valid keys into w->state, a chunk
+ * at a time, under the max of u over all of them, which goes to *c. A
+ * chunk is mapped with the max so far; one that raises it first rescales
+ * what is summed (favor_rescale). */
+static void favor_key_state(const performer *pf, const et_kc_shape *p, const attn_call *call,
+                            const attn_head *hd, const favor_scratch *w, float *c)
+{
+    int64_t ks = call->k.st, vs = call->v.st;
+    float cmax = -INFINITY;
+    memset(w->vsum, 0, (size_t)p->dim_v * sizeof *w->vsum);
+    for (int32_t j0 = 0; j0 < hd->key_len; j0 += p->chunk) {
+        int32_t n = chunk_len(p, hd->key_len, j0);
+        const float *k = hd->k + j0 * ks, *v = hd->v + j0 * vs;
+        favor_project(pf, k, ks, n, w->phk);
+        float cb = favor_max(w->phk, (int64_t)n * pf->m);
+        if (cb > cmax) {
+            if (j0 > 0)
+                favor_rescale(pf, p->dim_v, w->state, w->vsum, j0, cmax, cb);
+            cmax = cb;
+        }
+        favor_features(pf, k, ks, n, &cmax, w->phk);
+        et_kc_keys_add(p, w->state, n, w->phk, pf->m, v, vs);
+        for (int32_t j = 0; j < n; j++)
+            for (int32_t t = 0; t < p->dim_v; t++)
+                w->vsum[t] += v[j * vs + t];
+    }
+    *c = hd->key_len > 0 ? cmax : 0.0f;
+}
+
+// one head: q (L,d), k (S,d), v (S,dv) -> out (L,dv); saved (L+1) den, key stabiliser
+static void performer_forward_head(const attn_call *call, const attn_head *hd)
+{
+    const performer *pf = call->op;
+    et_kc_shape p = performer_kc(pf, call->s, hd->key_len);
+    favor_scratch w = favor_scratch_of(pf, &p, hd->work);
+    int32_t L = p.len_q, m = pf->m;
+    float *den = hd->saved, *c = hd->saved + L;
+    int64_t ldo = call->out.st;
+    et_kc_state_reset(&p, w.state);
+    if (!p.causal) {
+        favor_key_state(pf, &p, call, hd, &w, c);
+        for (int32_t i0 = 0; i0 < L; i0 += p.chunk) {
+            int32_t n = chunk_len(&p, L, i0);
+            favor_rows(pf, hd->q + i0 * call->q.st, call->q.st, n, NULL, w.phq);
+            et_kc_queries_forward(&p, w.state, n, w.phq, m, hd->out + i0 * ldo, ldo, den + i0);
+        }
+        return;
+    }
+    *c = 0.0f;
+    for (int32_t c0 = 0; c0 < L; c0 += p.chunk) {
+        int32_t n = chunk_len(&p, L, c0), kv = chunk_keys(&p, c0, n);
+        causal_chunk_features(pf, call, hd, c0, n, kv, c, 1, &w);
+        et_kc_causal_forward_step(&p, w.state, c0 < hd->key_len ? c0 : hd->key_len, n, kv, w.phq,
+                                  m, w.phk, m, hd->v + c0 * call->v.st, call->v.st,
+                                  hd->out + c0 * ldo, ldo, den + c0, w.step);
     }
 }
 
-// q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L) den
+// q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L+1) den, key stabiliser
 static int performer_forward(void *state, const et_attn_shape *s, et_attn_view q, et_attn_view k,
                              et_attn_view v, et_attn_view out, float *saved, float *work)
 {
@@ -447,43 +533,97 @@ static int performer_forward(void *state, const et_attn_shape *s, et_attn_view q
     int rc = performer_check_run(pf, s);
     if (rc)
         return rc;
-    performer_job job = {.pf = pf, .s = s, .q = q, .k = k, .v = v, .out = out, .saved = saved,
-                         .work = work, .worker_floats = performer_worker_floats(pf, s),
-                         .saved_per_head = performer_saved_per_head(pf, s)};
-    pf->host->parallel_for(pf->host->ctx, (int64_t)s->batch * s->heads, performer_forward_heads,
-                           &job);
+    attn_call call = {.s = s, .op = pf, .fn = performer_forward_head, .q = q, .k = k, .v = v,
+                      .out = out, .saved = saved,
+                      .saved_per_head = performer_saved_per_head(pf, s), .work = work,
+                      .worker_floats = performer_worker_floats(pf, s)};
+    attn_heads_run(pf->host, &call);
     return ET_STATUS_OK;
 }
 
-/* The features are recomputed rather than saved: L + S rows of m floats per
- * head would outweigh everything else the engine keeps for backward. */
-static void performer_backward_heads(void *arg, int64_t begin, int64_t end, int32_t worker)
+/* Bidirectional and cross backward of one head: KV, z again from the keys
+ * under forward's stabiliser, then the queries (dq, and dKV, dz), then the
+ * keys (dk, dv): the key features are made twice rather than kept. */
+static void backward_head_bidirectional(const performer *pf, const et_kc_shape *p,
+                                        const attn_call *call, const attn_head *hd,
+                                        const favor_scratch *w)
 {
-    const performer_job *job = arg;
-    const et_attn_shape *s = job->s;
-    int32_t m = job->pf->m, d = s->dim_qk;
-    float *phq = job->work + worker * job->worker_floats;
-    float *phk = phq + (int64_t)s->len_q * m;
-    float *dphq = phk + (int64_t)s->len_k * m;
-    float *dphk = dphq + (int64_t)s->len_q * m;
-    float *kc_work = dphk + (int64_t)s->len_k * m;
-    for (int64_t bh = begin; bh < end; bh++) {
-        int32_t b = (int32_t)(bh / s->heads), h = (int32_t)(bh % s->heads);
-        int32_t key_len = s->key_len ? s->key_len[b] : s->len_k;
-        et_kc_shape p = performer_kc(job->pf, s, key_len);
-        performer_head_features(job, b, h, key_len, phq, phk);
-        et_kc_backward(&p, phq, m, phk, m, view_row(job->v, b, h), job->v.st,
-                       view_row(job->out, b, h), job->out.st, view_row(job->dout, b, h),
-                       job->dout.st, job->saved_in + bh * job->saved_per_head, dphq, m, dphk,
-                       m, view_row_mut(job->dv, b, h), job->dv.st, kc_work);
-        float *dk = view_row_mut(job->dk, b, h);
-        favor_backward(job->pf, view_row(job->q, b, h), job->q.st, s->len_q, phq, dphq,
-                       view_row_mut(job->dq, b, h), job->dq.st);
-        favor_backward(job->pf, view_row(job->k, b, h), job->k.st, key_len, phk, dphk, dk,
-                       job->dk.st);
-        for (int32_t j = key_len; j < s->len_k; j++)
-            memset(dk + j * job->dk.st, 0, (size_t)d * sizeof *dk);
+    int32_t L = p->len_q, m = pf->m;
+    int64_t ks = call->k.st, vs = call->v.st, ldo = call->out.st, lddo = call->dout.st;
+    const float *den = hd->saved_in, *c = hd->saved_in + L;
+    et_kc_state_reset(p, w->state);
+    et_kc_state_reset(p, w->dstate);
+    for (int32_t j0 = 0; j0 < hd->key_len; j0 += p->chunk) {
+        int32_t n = chunk_len(p, hd->key_len, j0);
+        favor_rows(pf, hd->k + j0 * ks, ks, n, c, w->phk);
+        et_kc_keys_add(p, w->state, n, w->phk, m, hd->v + j0 * vs, vs);
     }
+    for (int32_t i0 = 0; i0 < L; i0 += p->chunk) {
+        int32_t n = chunk_len(p, L, i0);
+        favor_rows(pf, hd->q + i0 * call->q.st, call->q.st, n, NULL, w->phq);
+        et_kc_queries_backward(p, w->state, w->dstate, n, w->phq, m, hd->out + i0 * ldo, ldo,
+                               hd->dout + i0 * lddo, lddo, den + i0, w->dphi, m, w->step);
+        favor_backward(pf, hd->q + i0 * call->q.st, call->q.st, n, w->phq, w->dphi,
+                       hd->dq + i0 * call->dq.st, call->dq.st);
+    }
+    for (int32_t j0 = 0; j0 < hd->key_len; j0 += p->chunk) {
+        int32_t n = chunk_len(p, hd->key_len, j0);
+        favor_rows(pf, hd->k + j0 * ks, ks, n, c, w->phk);
+        et_kc_keys_backward(p, w->dstate, n, w->phk, m, hd->v + j0 * vs, vs, w->dphi, m,
+                            hd->dv + j0 * call->dv.st, call->dv.st);
+        favor_backward(pf, hd->k + j0 * ks, ks, n, w->phk, w->dphi, hd->dk + j0 * call->dk.st,
+                       call->dk.st);
+    }
+    for (int32_t j = hd->key_len; j < p->len_k; j++)
+        memset(hd->dv + j * call->dv.st, 0, (size_t)p->dim_v * sizeof(float));
+}
+
+/* Causal backward of one head: a sweep in order with the prefix state (dq),
+ * then one in reverse with the suffix sums (dk, dv), each making the
+ * features of its chunks. */
+static void backward_head_causal(const performer *pf, const et_kc_shape *p,
+                                 const attn_call *call, const attn_head *hd,
+                                 const favor_scratch *w)
+{
+    int32_t L = p->len_q, m = pf->m, last = (L - 1) / p->chunk * p->chunk;
+    int64_t vs = call->v.st, ldo = call->out.st, lddo = call->dout.st;
+    const float *den = hd->saved_in;
+    float c = hd->saved_in[L];
+    et_kc_state_reset(p, w->state);
+    for (int32_t c0 = 0; c0 < L; c0 += p->chunk) {
+        int32_t n = chunk_len(p, L, c0), kv = chunk_keys(p, c0, n);
+        causal_chunk_features(pf, call, hd, c0, n, kv, &c, 0, w);
+        et_kc_causal_backward_queries(p, w->state, c0 < hd->key_len ? c0 : hd->key_len, n, kv,
+                                      w->phk, m, hd->v + c0 * vs, vs, hd->out + c0 * ldo, ldo,
+                                      hd->dout + c0 * lddo, lddo, den + c0, w->dphi, m, w->step);
+        favor_backward(pf, hd->q + c0 * call->q.st, call->q.st, n, w->phq, w->dphi,
+                       hd->dq + c0 * call->dq.st, call->dq.st);
+    }
+    et_kc_state_reset(p, w->state);
+    for (int32_t c0 = last; c0 >= 0; c0 -= p->chunk) {
+        int32_t n = chunk_len(p, L, c0), kv = chunk_keys(p, c0, n);
+        causal_chunk_features(pf, call, hd, c0, n, kv, &c, 0, w);
+        et_kc_causal_backward_keys(p, w->state, L - c0 - n, n, kv, w->phq, m, w->phk, m,
+                                   hd->v + c0 * vs, vs, hd->out + c0 * ldo, ldo,
+                                   hd->dout + c0 * lddo, lddo, den + c0, w->dphi, m,
+                                   hd->dv + c0 * call->dv.st, call->dv.st, w->step);
+        favor_backward(pf, hd->k + c0 * call->k.st, call->k.st, kv, w->phk, w->dphi,
+                       hd->dk + c0 * call->dk.st, call->dk.st);
+    }
+}
+
+// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv); features remade, never saved
+static void performer_backward_head(const attn_call *call, const attn_head *hd)
+{
+    const performer *pf = call->op;
+    et_kc_shape p = performer_kc(pf, call->s, hd->key_len);
+    favor_scratch w = favor_scratch_of(pf, &p, hd->work);
+    if (p.causal)
+        backward_head_causal(pf, &p, call, hd, &w);
+    else
+        backward_head_bidirectional(pf, &p, call, hd, &w);
+    for (int32_t j = hd->key_len; j < p.len_k; j++)
+        memset(hd->dk + j * call->dk.st, 0, (size_t)pf->d * sizeof(float));
 }
 
 // dout (B,H,L,dv) -> dq (B,H,L,d), dk (B,H,S,d), dv (B,H,S,dv)
@@ -496,12 +636,11 @@ static int performer_backward(void *state, const et_attn_shape *s, et_attn_view 
     int rc = performer_check_run(pf, s);
     if (rc)
         return rc;
-    performer_job job = {.pf = pf, .s = s, .q = q, .k = k, .v = v, .out = out, .dout = dout,
-                         .dq = dq, .dk = dk, .dv = dv, .saved_in = saved, .work = work,
-                         .worker_floats = performer_worker_floats(pf, s),
-                         .saved_per_head = performer_saved_per_head(pf, s)};
-    pf->host->parallel_for(pf->host->ctx, (int64_t)s->batch * s->heads, performer_backward_heads,
-                           &job);
+    attn_call call = {.s = s, .op = pf, .fn = performer_backward_head, .q = q, .k = k, .v = v,
+                      .out = out, .dout = dout, .dq = dq, .dk = dk, .dv = dv, .saved_in = saved,
+                      .saved_per_head = performer_saved_per_head(pf, s), .work = work,
+                      .worker_floats = performer_worker_floats(pf, s)};
+    attn_heads_run(pf->host, &call);
     return ET_STATUS_OK;
 }
 
@@ -516,11 +655,16 @@ static et_kc_shape performer_decode_kc(const performer *pf, const et_attn_shape 
     return performer_kc(pf, &one, 1);
 }
 
+static int64_t performer_decode_per_head(const performer *pf, const et_attn_shape *s)
+{
+    et_kc_shape p = performer_decode_kc(pf, s);
+    return et_kc_decode_floats(&p) + 1;
+}
+
 static int64_t performer_decode_floats(void *state, const et_attn_shape *s, int32_t max_len)
 {
     (void)max_len;
-    et_kc_shape p = performer_decode_kc(state, s);
-    return (int64_t)s->batch * s->heads * (et_kc_decode_floats(&p) + 1) + 1;
+    return (int64_t)s->batch * s->heads * performer_decode_per_head(state, s) + 1;
 }
 
 static void performer_decode_reset(void *state, const et_attn_shape *s, int32_t max_len,
@@ -528,7 +672,7 @@ static void performer_decode_reset(void *state, const et_attn_shape *s, int32_t 
 {
     (void)max_len;
     et_kc_shape p = performer_decode_kc(state, s);
-    int64_t n = (int64_t)s->batch * s->heads, per = et_kc_decode_floats(&p) + 1;
+    int64_t n = (int64_t)s->batch * s->heads, per = performer_decode_per_head(state, s);
     for (int64_t bh = 0; bh < n; bh++) {
         et_kc_decode_reset(&p, dstate + bh * per);
         dstate[bh * per + per - 1] = 0.0f;
@@ -536,28 +680,18 @@ static void performer_decode_reset(void *state, const et_attn_shape *s, int32_t 
     dstate[n * per] = 0.0f;
 }
 
-static void performer_decode_heads(void *arg, int64_t begin, int64_t end, int32_t worker)
+// one head at position call->pos: q, k (1,d), v (1,dv) -> out (1,dv)
+static void performer_decode_head(const attn_call *call, const attn_head *hd)
 {
-    const performer_job *job = arg;
-    const performer *pf = job->pf;
-    const et_attn_shape *s = job->s;
-    et_kc_shape p = performer_decode_kc(pf, s);
-    int64_t per = et_kc_decode_floats(&p) + 1;
-    float *phq = job->work + worker * job->worker_floats;
-    float *phk = phq + pf->m;
-    for (int64_t bh = begin; bh < end; bh++) {
-        int32_t b = (int32_t)(bh / s->heads), h = (int32_t)(bh % s->heads);
-        const float *q = view_row(job->q, b, h), *k = view_row(job->k, b, h);
-        float *head = job->dstate + bh * per, *c = head + per - 1;
-        favor_project(pf, q, 0, 1, phq);
-        favor_features(pf, q, 0, 1, NULL, phq);
-        favor_project(pf, k, 0, 1, phk);
-        if (job->pos == 0)
-            *c = favor_causal_c(pf, phk);
-        favor_features(pf, k, 0, 1, c, phk);
-        et_kc_decode_step(&p, head, phq, phk, view_row(job->v, b, h),
-                          view_row_mut(job->out, b, h));
-    }
+    const performer *pf = call->op;
+    et_kc_shape p = performer_decode_kc(pf, call->s);
+    float *phq = hd->work, *phk = phq + pf->m, *c = hd->dstate + call->dstate_per_head - 1;
+    favor_rows(pf, hd->q, 0, 1, NULL, phq);
+    favor_project(pf, hd->k, 0, 1, phk);
+    if (call->pos == 0)
+        *c = favor_causal_c(pf, phk);
+    favor_features(pf, hd->k, 0, 1, c, phk);
+    et_kc_decode_step(&p, hd->dstate, phq, phk, hd->v, hd->out);
 }
 
 // q, k (B,H,1,d), v (B,H,1,dv) at position pos -> out (B,H,1,dv)
@@ -566,18 +700,18 @@ static int performer_decode_step(void *state, const et_attn_shape *s, int32_t ma
                                  et_attn_view v, et_attn_view out, float *work)
 {
     performer *pf = state;
-    if (s->len_q != 1 || s->len_k != 1 || s->batch < 1 || s->heads < 1 || s->dim_v < 1 ||
-        performer_use_dim(pf, s->dim_qk))
+    if (attn_decode_check(s, max_len, pos) || performer_use_dim(pf, s->dim_qk))
         return ET_STATUS_ERR_USAGE;
-    int64_t n = (int64_t)s->batch * s->heads;
-    et_kc_shape p = performer_decode_kc(pf, s);
-    float *steps = dstate + n * (et_kc_decode_floats(&p) + 1);
-    if (pos < 0 || pos >= max_len || (float)pos != *steps)
+    int64_t per = performer_decode_per_head(pf, s);
+    float *steps = dstate + (int64_t)s->batch * s->heads * per;
+    if ((float)pos != *steps)
         return ET_STATUS_ERR_USAGE;
-    performer_job job = {.pf = pf, .s = s, .q = q, .k = k, .v = v, .out = out, .work = work,
-                         .worker_floats = performer_worker_floats(pf, s), .dstate = dstate,
-                         .pos = pos};
-    pf->host->parallel_for(pf->host->ctx, n, performer_decode_heads, &job);
+    /* a worker needs phi(q) and phi(k) of one position: 2m floats, well
+     * within what work_floats gives any shape */
+    attn_call call = {.s = s, .op = pf, .fn = performer_decode_head, .q = q, .k = k, .v = v,
+                      .out = out, .dstate = dstate, .dstate_per_head = per, .pos = pos,
+                      .max_len = max_len, .work = work, .worker_floats = 2 * (int64_t)pf->m};
+    attn_heads_run(pf->host, &call);
     *steps = (float)(pos + 1);
     return ET_STATUS_OK;
 }

@@ -14,6 +14,8 @@
 
 #include <etnas/attention.h>
 
+#include "attn_common.h"
+
 typedef struct softmax_state {
     const et_host *host;
     int64_t block; /* query rows and key columns per block */
@@ -49,34 +51,16 @@ static void softmax_destroy(void *state)
     free(state);
 }
 
-/* 0 when the shape is one this operator computes. */
-static int shape_ok(const et_attn_shape *s)
+/* 0 when the shape is one this operator computes; lengths may be 0 and key
+ * lengths are clamped to [0, S]. err may be NULL. */
+static int softmax_check(const softmax_state *st, const et_attn_shape *s, char **err)
 {
-    if (s->batch < 1 || s->heads < 1 || s->len_q < 0 || s->len_k < 0 || s->dim_qk < 1 ||
-        s->dim_v < 1)
-        return ET_STATUS_ERR_USAGE;
-    if (s->mode == ET_ATTN_MODE_CROSS)
-        return 0;
-    if (s->mode != ET_ATTN_MODE_BIDIRECTIONAL && s->mode != ET_ATTN_MODE_CAUSAL)
-        return ET_STATUS_ERR_USAGE;
-    return s->len_q == s->len_k ? 0 : ET_STATUS_ERR_UNSUPPORTED;
+    return attn_shape_check(st->host, "softmax", s, 0, err);
 }
 
 static int softmax_prepare(void *state, const et_attn_shape *max, char **err)
 {
-    softmax_state *st = state;
-    int rc = shape_ok(max);
-    if (rc == ET_STATUS_ERR_UNSUPPORTED)
-        *err = st->host->errorf("softmax: %s attention needs len_q == len_k (got %d and %d); "
-                                "use mode cross for different lengths (causal cross-attention "
-                                "is not defined)",
-                                max->mode == ET_ATTN_MODE_CAUSAL ? "causal" : "self",
-                                max->len_q, max->len_k);
-    else if (rc)
-        *err = st->host->errorf("softmax: bad shape B=%d H=%d L=%d S=%d d=%d dv=%d mode=%d",
-                                max->batch, max->heads, max->len_q, max->len_k, max->dim_qk,
-                                max->dim_v, max->mode);
-    return rc;
+    return softmax_check(state, max, err);
 }
 
 static int64_t softmax_saved_floats(void *state, const et_attn_shape *s)
@@ -104,28 +88,6 @@ static int64_t softmax_work_floats(void *state, const et_attn_shape *s)
     return st->host->threads * worker_floats(st, s);
 }
 
-/* What one parallel loop over the B*H heads needs. */
-typedef struct heads_job {
-    const softmax_state *st;
-    const et_attn_shape *s;
-    et_attn_view q, k, v, out, dout, dq, dk, dv;
-    float *saved;
-    const float *csaved;
-    float *work;
-    /* decoding */
-    int32_t max_len, pos;
-    float *dstate;
-} heads_job;
-
-#define ROW(view, b, h, t) ((view).data + (int64_t)(b) * (view).sb + (int64_t)(h) * (view).sh + \
-                            (int64_t)(t) * (view).st)
-
-static int64_t valid_keys(const et_attn_shape *s, int64_t b)
-{
-    int64_t n = s->key_len ? s->key_len[b] : s->len_k;
-    return n < 0 ? 0 : (n > s->len_k ? s->len_k : n);
-}
-
 /* Scores of a (n,m) block, scaled; in causal mode key j0+j > query i0+i gets
  * -inf. Blocks stop at key_limit, so padded keys never get here. */
 static void block_scores(const et_attn_shape *s, const float *q, int64_t ldq, const float *k,
@@ -150,17 +112,19 @@ static int64_t key_limit(const et_attn_shape *s, int64_t nk, int64_t i0, int64_t
     return nk;
 }
 
-static void forward_head(const heads_job *jb, int64_t b, int64_t h, float *wk)
+// one head: q (L,d), k (S,d), v (S,dv) -> out (L,dv); saved (L) log-sum-exp
+static void forward_head(const attn_call *call, const attn_head *hd)
 {
-    const et_attn_shape *s = jb->s;
-    int64_t L = s->len_q, dv = s->dim_v, nk = valid_keys(s, b);
-    int64_t bq = block_of(jb->st, s->len_q), bk = block_of(jb->st, s->len_k);
-    float *p = wk, *m = p + 2 * bq * bk, *l = m + bq;
+    const et_attn_shape *s = call->s;
+    const softmax_state *st = call->op;
+    int64_t L = s->len_q, dv = s->dim_v, nk = hd->key_len;
+    int64_t bq = block_of(st, s->len_q), bk = block_of(st, s->len_k);
+    float *p = hd->work, *m = p + 2 * bq * bk, *l = m + bq;
     float scale = 1.0f / sqrtf((float)s->dim_qk);
-    float *lse = jb->saved + (b * s->heads + h) * L;
-    const float *q = ROW(jb->q, b, h, 0), *k = ROW(jb->k, b, h, 0), *v = ROW(jb->v, b, h, 0);
-    float *o = ROW(jb->out, b, h, 0);
-    int64_t ldq = jb->q.st, ldk = jb->k.st, ldv = jb->v.st, ldo = jb->out.st;
+    float *lse = hd->saved;
+    const float *q = hd->q, *k = hd->k, *v = hd->v;
+    float *o = hd->out;
+    int64_t ldq = call->q.st, ldk = call->k.st, ldv = call->v.st, ldo = call->out.st;
     for (int64_t i0 = 0; i0 < L; i0 += bq) {
         int64_t n = L - i0 < bq ? L - i0 : bq, lim = key_limit(s, nk, i0, n);
         for (int64_t i = 0; i < n; i++) {
@@ -208,58 +172,45 @@ static void forward_head(const heads_job *jb, int64_t b, int64_t h, float *wk)
     }
 }
 
-static void forward_range(void *arg, int64_t begin, int64_t end, int32_t worker)
-{
-    const heads_job *jb = arg;
-    float *wk = jb->work + worker * worker_floats(jb->st, jb->s);
-    for (int64_t i = begin; i < end; i++)
-        forward_head(jb, i / jb->s->heads, i % jb->s->heads, wk);
-}
-
-static void run_heads(const softmax_state *st, const et_attn_shape *s, et_parallel_fn fn,
-                      heads_job *jb)
-{
-    st->host->parallel_for(st->host->ctx, (int64_t)s->batch * s->heads, fn, jb);
-}
-
 // q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L) log-sum-exp
 static int softmax_forward(void *state, const et_attn_shape *s, et_attn_view q, et_attn_view k,
                            et_attn_view v, et_attn_view out, float *saved, float *work)
 {
     softmax_state *st = state;
-    int rc = shape_ok(s);
+    int rc = softmax_check(st, s, NULL);
     if (rc)
         return rc;
-    heads_job jb = {.st = st, .s = s, .q = q, .k = k, .v = v, .out = out, .saved = saved,
-                    .work = work};
-    run_heads(st, s, forward_range, &jb);
+    attn_call call = {.s = s, .op = st, .fn = forward_head, .q = q, .k = k, .v = v, .out = out,
+                      .saved = saved, .saved_per_head = s->len_q, .work = work,
+                      .worker_floats = worker_floats(st, s)};
+    attn_heads_run(st->host, &call);
     return 0;
 }
 
-static void zero_head(et_attn_view x, int64_t b, int64_t h, int64_t rows, int64_t cols)
+static void zero_rows(float *x, int64_t st, int64_t rows, int64_t cols)
 {
     for (int64_t t = 0; t < rows; t++)
-        memset(ROW(x, b, h, t), 0, (size_t)cols * sizeof(float));
+        memset(x + t * st, 0, (size_t)cols * sizeof(float));
 }
 
 /* dS = P o (dP - D) with P = exp(S - lse), dP = dout V^T, D_i = dout_i . out_i:
  * dq += scale dS K, dk += scale dS^T Q, dv += P^T dout. */
-static void backward_head(const heads_job *jb, int64_t b, int64_t h, float *wk)
+static void backward_head(const attn_call *call, const attn_head *hd)
 {
-    const et_attn_shape *s = jb->s;
-    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk, dv = s->dim_v, nk = valid_keys(s, b);
-    int64_t bq = block_of(jb->st, s->len_q), bk = block_of(jb->st, s->len_k);
-    float *p = wk, *dp = p + bq * bk, *dd = dp + bq * bk;
+    const et_attn_shape *s = call->s;
+    const softmax_state *st = call->op;
+    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk, dv = s->dim_v, nk = hd->key_len;
+    int64_t bq = block_of(st, s->len_q), bk = block_of(st, s->len_k);
+    float *p = hd->work, *dp = p + bq * bk, *dd = dp + bq * bk;
     float scale = 1.0f / sqrtf((float)d);
-    const float *lse = jb->csaved + (b * s->heads + h) * L;
-    const float *q = ROW(jb->q, b, h, 0), *k = ROW(jb->k, b, h, 0), *v = ROW(jb->v, b, h, 0),
-                *o = ROW(jb->out, b, h, 0), *g = ROW(jb->dout, b, h, 0);
-    float *dq = ROW(jb->dq, b, h, 0), *dk = ROW(jb->dk, b, h, 0), *dvv = ROW(jb->dv, b, h, 0);
-    int64_t ldq = jb->q.st, ldk = jb->k.st, ldv = jb->v.st, ldo = jb->out.st, ldg = jb->dout.st,
-            lddq = jb->dq.st, lddk = jb->dk.st, lddv = jb->dv.st;
-    zero_head(jb->dq, b, h, L, d);
-    zero_head(jb->dk, b, h, S, d);
-    zero_head(jb->dv, b, h, S, dv);
+    const float *lse = hd->saved_in;
+    const float *q = hd->q, *k = hd->k, *v = hd->v, *o = hd->out, *g = hd->dout;
+    float *dq = hd->dq, *dk = hd->dk, *dvv = hd->dv;
+    int64_t ldq = call->q.st, ldk = call->k.st, ldv = call->v.st, ldo = call->out.st,
+            ldg = call->dout.st, lddq = call->dq.st, lddk = call->dk.st, lddv = call->dv.st;
+    zero_rows(dq, lddq, L, d);
+    zero_rows(dk, lddk, S, d);
+    zero_rows(dvv, lddv, S, dv);
     for (int64_t i0 = 0; i0 < L; i0 += bq) {
         int64_t n = L - i0 < bq ? L - i0 : bq, lim = key_limit(s, nk, i0, n);
         for (int64_t i = 0; i < n; i++) {
@@ -292,26 +243,20 @@ static void backward_head(const heads_job *jb, int64_t b, int64_t h, float *wk)
     }
 }
 
-static void backward_range(void *arg, int64_t begin, int64_t end, int32_t worker)
-{
-    const heads_job *jb = arg;
-    float *wk = jb->work + worker * worker_floats(jb->st, jb->s);
-    for (int64_t i = begin; i < end; i++)
-        backward_head(jb, i / jb->s->heads, i % jb->s->heads, wk);
-}
-
 // dout (B,H,L,dv) -> dq (B,H,L,d), dk (B,H,S,d), dv (B,H,S,dv)
 static int softmax_backward(void *state, const et_attn_shape *s, et_attn_view q, et_attn_view k,
                             et_attn_view v, et_attn_view out, et_attn_view dout, const float *saved,
                             et_attn_view dq, et_attn_view dk, et_attn_view dv, float *work)
 {
     softmax_state *st = state;
-    int rc = shape_ok(s);
+    int rc = softmax_check(st, s, NULL);
     if (rc)
         return rc;
-    heads_job jb = {.st = st, .s = s, .q = q, .k = k, .v = v, .out = out, .dout = dout,
-                    .dq = dq, .dk = dk, .dv = dv, .csaved = saved, .work = work};
-    run_heads(st, s, backward_range, &jb);
+    attn_call call = {.s = s, .op = st, .fn = backward_head, .q = q, .k = k, .v = v, .out = out,
+                      .dout = dout, .dq = dq, .dk = dk, .dv = dv, .saved_in = saved,
+                      .saved_per_head = s->len_q, .work = work,
+                      .worker_floats = worker_floats(st, s)};
+    attn_heads_run(st->host, &call);
     return 0;
 }
 
@@ -337,31 +282,27 @@ static void softmax_decode_reset(void *state, const et_attn_shape *s, int32_t ma
     (void)state, (void)s, (void)max_len, (void)dstate;
 }
 
-static void decode_range(void *arg, int64_t begin, int64_t end, int32_t worker)
+// one head at position call->pos: q, k (1,d), v (1,dv) -> out (1,dv)
+static void decode_head(const attn_call *call, const attn_head *hd)
 {
-    const heads_job *jb = arg;
-    const et_attn_shape *s = jb->s;
-    int64_t d = s->dim_qk, dv = s->dim_v, n = (int64_t)jb->pos + 1;
+    const et_attn_shape *s = call->s;
+    int64_t d = s->dim_qk, dv = s->dim_v, n = (int64_t)call->pos + 1;
     float scale = 1.0f / sqrtf((float)d);
-    (void)worker;
-    for (int64_t idx = begin; idx < end; idx++) {
-        int64_t b = idx / s->heads, h = idx % s->heads;
-        float *kc = jb->dstate + idx * head_cache_floats(s, jb->max_len);
-        float *vc = kc + (int64_t)jb->max_len * d, *sc = vc + (int64_t)jb->max_len * dv;
-        memcpy(kc + jb->pos * d, ROW(jb->k, b, h, 0), (size_t)d * sizeof(float));
-        memcpy(vc + jb->pos * dv, ROW(jb->v, b, h, 0), (size_t)dv * sizeof(float));
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)d, scale, kc, (int)d,
-                    ROW(jb->q, b, h, 0), 1, 0.0f, sc, 1);
-        float mx = -INFINITY, sum = 0.0f;
-        for (int64_t j = 0; j < n; j++)
-            mx = sc[j] > mx ? sc[j] : mx;
-        for (int64_t j = 0; j < n; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)dv, 1.0f / sum, vc, (int)dv, sc, 1,
-                    0.0f, ROW(jb->out, b, h, 0), 1);
+    float *kc = hd->dstate, *vc = kc + (int64_t)call->max_len * d,
+          *sc = vc + (int64_t)call->max_len * dv;
+    memcpy(kc + call->pos * d, hd->k, (size_t)d * sizeof(float));
+    memcpy(vc + call->pos * dv, hd->v, (size_t)dv * sizeof(float));
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)d, scale, kc, (int)d, hd->q, 1, 0.0f,
+                sc, 1);
+    float mx = -INFINITY, sum = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        mx = sc[j] > mx ? sc[j] : mx;
+    for (int64_t j = 0; j < n; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
     }
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)dv, 1.0f / sum, vc, (int)dv, sc, 1, 0.0f,
+                hd->out, 1);
 }
 
 // q (B,H,1,d), k (B,H,1,d), v (B,H,1,dv) at position pos -> out (B,H,1,dv)
@@ -374,9 +315,10 @@ static int softmax_decode_step(void *state, const et_attn_shape *s, int32_t max_
     if (pos < 0 || pos >= max_len || s->batch < 1 || s->heads < 1 || s->dim_qk < 1 ||
         s->dim_v < 1)
         return ET_STATUS_ERR_USAGE;
-    heads_job jb = {.st = st, .s = s, .q = q, .k = k, .v = v, .out = out, .max_len = max_len,
-                    .pos = pos, .dstate = dstate};
-    run_heads(st, s, decode_range, &jb);
+    attn_call call = {.s = s, .op = st, .fn = decode_head, .q = q, .k = k, .v = v, .out = out,
+                      .dstate = dstate, .dstate_per_head = head_cache_floats(s, max_len),
+                      .pos = pos, .max_len = max_len};
+    attn_heads_run(st->host, &call);
     return 0;
 }
 

@@ -27,6 +27,7 @@ const et_plugin_descriptor *etnas_plugin(void);
 
 static const int32_t PAD2[2] = {5, 3};
 static const int32_t PAD3[3] = {6, 2, 4};
+static const int32_t PAD_LONG[2] = {97, 130}; /* padding over several 64-row chunks */
 
 static void open_op(attn_check_op *op, const char *overrides, int32_t threads)
 {
@@ -251,6 +252,18 @@ static int64_t out_count(const attn_check_case *c)
     return (int64_t)c->batch * c->heads * c->len_q * c->dim_v;
 }
 
+/* One forward through the vtable on contiguous buffers, without prepare. */
+static int forward_only(attn_check_op *op, const et_attn_shape *s, const float *q,
+                        const float *k, const float *v, float *out, float *saved, float *work)
+{
+    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk, dvn = s->dim_v;
+    et_attn_view qv = {(float *)q, s->heads * L * d, L * d, d},
+                 kv = {(float *)k, s->heads * S * d, S * d, d},
+                 vv = {(float *)v, s->heads * S * dvn, S * dvn, dvn},
+                 ov = {out, s->heads * L * dvn, L * dvn, dvn};
+    return op->vt->forward(op->state, s, qv, kv, vv, ov, saved, work);
+}
+
 /* ---------------------------------------------------------------- tests */
 
 Test(performer, descriptor)
@@ -332,6 +345,9 @@ Test(performer, gradients_all_modes)
         {"features=16,eps=1e-12", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 1, 0, 12}},
         {"features=8,eps=1e-12", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, NULL, 2, 0.5, 13}},
         {"features=12,eps=1e-12", {2, 2, 4, 6, 4, 3, ET_ATTN_MODE_CROSS, PAD2, 0, 0, 14}},
+        {"features=8,eps=1e-12", {2, 1, 130, 130, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, PAD_LONG, 1,
+                                  0.5, 15}},
+        {"features=8,eps=1e-12", {2, 1, 66, 130, 3, 2, ET_ATTN_MODE_CROSS, PAD_LONG, 0, 0.5, 16}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         attn_check_op op;
@@ -448,6 +464,70 @@ Test(performer, gradients_hold_stabilisers_constant)
         free(out), free(cq), free(ck);
         attn_check_op_close(&op);
     }
+}
+
+/* Bidirectional and cross keys are mapped a chunk (64 rows) at a time, each
+ * under the max of u so far; a chunk that raises it rescales what the
+ * chunks before it summed. Keys that grow along the sequence raise it
+ * chunk after chunk, and a large eps makes a wrong rescale of its share
+ * show: the outputs still match the double formulas, whose key stabiliser
+ * is the max over all valid keys. */
+Test(performer, key_stabiliser_across_chunks)
+{
+    const int32_t modes[2] = {ET_ATTN_MODE_BIDIRECTIONAL, ET_ATTN_MODE_CROSS};
+    for (int mi = 0; mi < 2; mi++) {
+        attn_check_op op;
+        open_op(&op, "features=16,eps=1e-2", 2);
+        attn_check_case c = {2, 2, 130, 130, 4, 3, modes[mi], PAD_LONG, 0, 0, 101 + (uint64_t)mi};
+        if (modes[mi] == ET_ATTN_MODE_CROSS)
+            c.len_q = 37;
+        et_attn_shape s = {c.batch, c.heads, c.len_q, c.len_k, c.dim_qk, c.dim_v, c.mode,
+                           c.key_len};
+        float *q, *k, *v;
+        attn_check_inputs(&c, &q, &k, &v);
+        for (int64_t bh = 0; bh < 4; bh++)
+            for (int64_t j = 0; j < c.len_k; j++)
+                for (int64_t t = 0; t < c.dim_qk; t++)
+                    k[(bh * c.len_k + j) * c.dim_qk + t] *= 0.5f + (float)j / 40.0f;
+        int64_t n = out_count(&c);
+        float *out = malloc((size_t)n * sizeof *out);
+        double *want = malloc((size_t)n * sizeof *want);
+        cr_assert(out && want);
+        char *err = NULL;
+        cr_assert_eq(op.vt->prepare(op.state, &s, &err), 0, "%s", err ? err : "?");
+        float *saved = malloc((size_t)op.vt->saved_floats(op.state, &s) * sizeof *saved);
+        float *work = malloc((size_t)op.vt->work_floats(op.state, &s) * sizeof *work);
+        cr_assert(saved && work);
+        cr_assert_eq(forward_only(&op, &s, q, k, v, out, saved, work), 0);
+        favor_ref f = {op.host->seed, 0, 16, 0, 1e-2, NULL, NULL, 0};
+        ref_performer(&f, &s, q, k, v, want);
+        double e = 0.0, mx = 1.0;
+        for (int64_t i = 0; i < n; i++) {
+            e = fmax(e, fabs(out[i] - want[i]));
+            mx = fmax(mx, fabs(want[i]));
+        }
+        cr_expect_leq(e / mx, TOL_REFERENCE, "mode %d: error %g", (int)modes[mi], e / mx);
+        free(q), free(k), free(v), free(out), free(want), free(saved), free(work);
+        attn_check_op_close(&op);
+    }
+}
+
+/* Features are made a chunk at a time and never kept whole: scratch does
+ * not grow with the length, and saved state grows as L (den, plus one key
+ * stabiliser per head). */
+Test(performer, memory_does_not_grow_with_features)
+{
+    attn_check_op op;
+    open_op(&op, NULL, 2);
+    for (int32_t mode = 0; mode < 3; mode++) {
+        et_attn_shape a = {1, 4, 1024, 1024, 64, 64, mode, NULL};
+        et_attn_shape b = a;
+        b.len_q = b.len_k = 16384;
+        cr_expect_eq(op.vt->work_floats(op.state, &a), op.vt->work_floats(op.state, &b),
+                     "mode %d", (int)mode);
+        cr_expect_eq(op.vt->saved_floats(op.state, &b), 4 * (16384 + 1));
+    }
+    attn_check_op_close(&op);
 }
 
 /* Padded keys leave the numerator, the denominator and the key stabiliser:
@@ -609,18 +689,6 @@ Test(performer, redraw_on_set_step)
     float *all[] = {s0, s9, s10, eval, back, never, later};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
-}
-
-/* One forward through the vtable on contiguous buffers, without prepare. */
-static int forward_only(attn_check_op *op, const et_attn_shape *s, const float *q,
-                        const float *k, const float *v, float *out, float *saved, float *work)
-{
-    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk, dvn = s->dim_v;
-    et_attn_view qv = {(float *)q, s->heads * L * d, L * d, d},
-                 kv = {(float *)k, s->heads * S * d, S * d, d},
-                 vv = {(float *)v, s->heads * S * dvn, S * dvn, dvn},
-                 ov = {out, s->heads * L * dvn, L * dvn, dvn};
-    return op->vt->forward(op->state, s, qv, kv, vv, ov, saved, work);
 }
 
 /* W is drawn for d: a prepare with another d redraws it and coming back
