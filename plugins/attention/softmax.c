@@ -6,6 +6,12 @@
  * (causal) are skipped; a row with no visible key outputs 0. Incremental
  * decoding keeps a KV cache. Heads run in parallel over host->parallel_for.
  *
+ * Attention dropout (option `dropout`, training only): each probability
+ * p_ij is kept with probability 1 - p and scaled by 1/(1 - p), the mask a
+ * hash of (host seed, training step, b, h, i, j), so backward regenerates
+ * it exactly; the normaliser and the saved log-sum-exp are the undropped
+ * ones (dropout after the softmax, as in the Transformer).
+ *
  * Per head: q (L,d), k (S,d), v (S,dv) rows of the strided views. */
 #include <cblas.h>
 #include <math.h>
@@ -13,17 +19,23 @@
 #include <string.h>
 
 #include <etnas/attention.h>
+#include <etnas/rng.h>
 
 #include "attn_common.h"
 
 typedef struct softmax_state {
     const et_host *host;
     int64_t block; /* query rows and key columns per block */
+    float dropout; /* attention dropout probability */
+    int training;  /* set_step: dropout applies */
+    uint64_t step_seed;
 } softmax_state;
 
 static const et_option_decl softmax_options[] = {
     {"block", ET_OPTION_TYPE_INT, "64", 1, 4096, NULL,
      "query rows and keys per block of the online softmax (scratch is 2 block^2 floats per thread)"},
+    {"dropout", ET_OPTION_TYPE_FLOAT, "0", 0, 0.95, NULL,
+     "attention dropout: probability of dropping each attention weight in training"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -42,8 +54,30 @@ static int softmax_create(const et_host *host, const et_option_value *opts, void
     }
     st->host = host;
     st->block = opts[0].i;
+    st->dropout = opts[1].f >= 0 && opts[1].f < 0.95 ? (float)opts[1].f : 0.0f;
     *state = st;
     return 0;
+}
+
+static void softmax_set_step(void *state, int training, int64_t step)
+{
+    softmax_state *st = state;
+    st->training = training;
+    st->step_seed = et_rng_mix64(st->host->seed ^ et_rng_mix64((uint64_t)step + 1));
+}
+
+/* Dropout scale of weight (i, j) of head bh: 0 or 1 / (1 - p). */
+static float keep_scale(const softmax_state *st, int64_t bh, int64_t i, int64_t j)
+{
+    uint64_t h = et_rng_mix64(st->step_seed ^ et_rng_mix64(((uint64_t)bh << 40) ^
+                                                           ((uint64_t)i << 20) ^ (uint64_t)j));
+    double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
+    return u < st->dropout ? 0.0f : 1.0f / (1.0f - st->dropout);
+}
+
+static int dropping(const softmax_state *st)
+{
+    return st->training && st->dropout > 0.0f;
 }
 
 static void softmax_destroy(void *state)
@@ -155,6 +189,9 @@ static void forward_head(const attn_call *call, const attn_head *hd)
                     for (int64_t c = 0; c < dv; c++)
                         orow[c] *= alpha;
                 }
+                if (dropping(st)) /* after the normaliser took the undropped sum */
+                    for (int64_t j = 0; j < mk; j++)
+                        pr[j] *= keep_scale(st, hd->bh, i0 + i, j0 + j);
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)dv, (int)mk, 1.0f,
                         p, (int)mk, v + j0 * ldv, (int)ldv, 1.0f, o + i0 * ldo, (int)ldo);
@@ -228,13 +265,24 @@ static void backward_head(const attn_call *call, const attn_head *hd)
                 for (int64_t j = 0; j < mk; j++)
                     pr[j] = li == -INFINITY ? 0.0f : expf(pr[j] - li);
             }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mk, (int)dv, (int)n, 1.0f, p,
-                        (int)mk, g + i0 * ldg, (int)ldg, 1.0f, dvv + j0 * lddv, (int)lddv);
+            int drop = dropping(st);
+            if (drop) /* dv uses the dropped weights: P o M' in dp for now */
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < mk; j++)
+                        dp[i * mk + j] = p[i * mk + j] * keep_scale(st, hd->bh, i0 + i, j0 + j);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mk, (int)dv, (int)n, 1.0f,
+                        drop ? dp : p, (int)mk, g + i0 * ldg, (int)ldg, 1.0f, dvv + j0 * lddv,
+                        (int)lddv);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)mk, (int)dv, 1.0f,
                         g + i0 * ldg, (int)ldg, v + j0 * ldv, (int)ldv, 0.0f, dp, (int)mk);
+            /* dS = P o (dP' o M' - D), D_i = dout_i . out_i (out includes the dropout) */
             for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < mk; j++)
-                    dp[i * mk + j] = p[i * mk + j] * (dp[i * mk + j] - dd[i]);
+                for (int64_t j = 0; j < mk; j++) {
+                    float dpv = dp[i * mk + j];
+                    if (drop)
+                        dpv *= keep_scale(st, hd->bh, i0 + i, j0 + j);
+                    dp[i * mk + j] = p[i * mk + j] * (dpv - dd[i]);
+                }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)mk, scale,
                         dp, (int)mk, k + j0 * ldk, (int)ldk, 1.0f, dq + i0 * lddq, (int)lddq);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)mk, (int)d, (int)n, scale,
@@ -344,7 +392,7 @@ static const et_attention_vtable softmax_vtable = {
     .decode_reset = softmax_decode_reset,
     .decode_step = softmax_decode_step,
     .macs = softmax_macs,
-    .set_step = NULL,
+    .set_step = softmax_set_step,
 };
 
 static const et_plugin_descriptor softmax_descriptor = {

@@ -133,6 +133,54 @@ Test(softmax, gradients_every_mode)
     attn_check_op_close(&op);
 }
 
+Test(softmax, attention_dropout_gradients_and_switches)
+{
+    attn_check_op op = open_op("block=3,dropout=0.3", 1);
+    op.vt->set_step(op.state, 1, 7); /* training: the mask of step 7 */
+    for (int32_t mode = 0; mode < 3; mode++) {
+        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BHTC,
+                                      mode == 2 ? keys_cross : keys_self);
+        c.heads = 2;
+        double e3[3];
+        double e = attn_check_grad(&op, &c, 1e-2, e3);
+        cr_assert(e <= TOL_GRAD, "dropout, %s: dq %g dk %g dv %g > %g", mode_name(mode), e3[0],
+                  e3[1], e3[2], TOL_GRAD);
+    }
+    /* dropout changes the output in training, the mask follows the step,
+     * and evaluation is the plain softmax */
+    attn_check_op plain = open_op("block=3", 1);
+    attn_check_case c = make_case(0, ATTN_CHECK_LAYOUT_BHTC, keys_self);
+    float *q, *k, *v;
+    attn_check_inputs(&c, &q, &k, &v);
+    int64_t n = (int64_t)c.batch * c.heads * c.len_q * c.dim_v;
+    float *o1 = malloc(sizeof(float) * (size_t)n), *o2 = malloc(sizeof(float) * (size_t)n);
+    float *o3 = malloc(sizeof(float) * (size_t)n), *o4 = malloc(sizeof(float) * (size_t)n);
+    cr_assert_eq(attn_check_forward(&plain, &c, q, k, v, o1), 0);
+    cr_assert_eq(attn_check_forward(&op, &c, q, k, v, o2), 0);
+    op.vt->set_step(op.state, 1, 8);
+    cr_assert_eq(attn_check_forward(&op, &c, q, k, v, o3), 0);
+    op.vt->set_step(op.state, 0, 8);
+    cr_assert_eq(attn_check_forward(&op, &c, q, k, v, o4), 0);
+    double d12 = 0, d23 = 0, d14 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        d12 += fabs(o1[i] - o2[i]);
+        d23 += fabs(o2[i] - o3[i]);
+        d14 += fabs(o1[i] - o4[i]);
+    }
+    cr_assert_gt(d12, 1e-3, "training with dropout changes the output");
+    cr_assert_gt(d23, 1e-3, "another step, another mask");
+    cr_assert_lt(d14, 1e-6, "evaluation has no dropout");
+    free(o1);
+    free(o2);
+    free(o3);
+    free(o4);
+    free(q);
+    free(k);
+    free(v);
+    attn_check_op_close(&plain);
+    attn_check_op_close(&op);
+}
+
 Test(softmax, gradients_with_empty_sequence)
 {
     attn_check_op op = open_op("block=4", 1);
