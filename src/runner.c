@@ -377,6 +377,8 @@ static int stored_eval_with(strategy *s, et_trainer *inherit, const char *label,
         snprintf(got.stage, sizeof got.stage, "%s", stage);
         et_store_figures_add(&got.metrics, "metric", metric);
         et_store_figures_add(&got.metrics, "loss", loss);
+        if (r->info.tgt_vocab > 0) /* token tasks: the loss is per target token */
+            et_store_figures_add(&got.metrics, "perplexity", exp(loss));
         if ((rc = all_costs(r, arch, &got.costs, err)))
             return rc;
         got.wall = now() - t0;
