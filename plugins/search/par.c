@@ -492,9 +492,47 @@ static int plot(const par *p, char **err)
     return rc;
 }
 
+/* One arch of the comparison: metric with the soft supernet's weights,
+ * FLOPs (when a proxy gives flops_g) and measured latency. */
+typedef struct versus {
+    et_eval_result res;
+    double flops_g, latency_ms;
+    int has_flops, has_latency;
+} versus;
+
+static int measure_versus(par *p, const et_arch *a, versus *v, char **err)
+{
+    const et_host *h = p->host;
+    memset(v, 0, sizeof *v);
+    int rc = h->soft_evaluate(h->ctx, a, &v->res, err);
+    if (rc)
+        return rc;
+    char *e = NULL;
+    v->has_flops = h->cost(h->ctx, a, "flops_g", &v->flops_g, &e) == 0;
+    free(e);
+    e = NULL;
+    double sd;
+    v->has_latency = h->measure_latency(h->ctx, a, 2, 10, &v->latency_ms, &sd, &e) == 0;
+    free(e);
+    return 0;
+}
+
+/* The all-interleaved baseline of the same depth: attention, FFN,
+ * attention, FFN, ... (the attention operator of the found arch's layer). */
+static void interleaved(const par *p, const et_arch *found, et_arch *b)
+{
+    *b = *found;
+    for (int32_t i = 0; i < p->n_layers; i++) {
+        const par_layer *pl = &p->layer[i];
+        et_layer_arch *g = &(pl->stack ? &b->dec : &b->enc)->layer[pl->layer];
+        g->block = pl->layer % 2 ? ET_BLOCK_FFN_ONLY : ET_BLOCK_ATTENTION_ONLY;
+    }
+}
+
 /* The found interleaving and where its attention blocks sit, against the
- * PAR paper's observation (attention in the first two thirds). */
-static int summary(const par *p, char **err)
+ * PAR paper's observation (attention in the first two thirds), and the
+ * found model against the all-interleaved baseline. */
+static int summary(const par *p, const versus *vs, char **err)
 {
     const et_host *h = p->host;
     if (!ET_HOST_HAS(h, blob_put))
@@ -524,6 +562,18 @@ static int summary(const par *p, char **err)
                        "\n%s: %d attention blocks of %d layers, %d of them in the first two "
                        "thirds.\n\n",
                        st ? "Decoder" : "Encoder", (int)attn, (int)total, (int)early);
+    }
+    static const char *const who[2] = {"found", "all-interleaved baseline"};
+    bad |= add(&b, &len, &cap, "| model | %s (soft supernet weights) | loss | FLOPs (G) | "
+                               "measured latency (ms) |\n|---|---|---|---|---|\n",
+               h->task && h->task->metric ? h->task->metric : "metric");
+    for (int k = 0; k < 2; k++) {
+        bad |= add(&b, &len, &cap, "| %s | %.4f | %.4f | ", who[k], vs[k].res.metric,
+                   vs[k].res.loss);
+        bad |= vs[k].has_flops ? add(&b, &len, &cap, "%.4f | ", vs[k].flops_g)
+                               : add(&b, &len, &cap, "- | ");
+        bad |= vs[k].has_latency ? add(&b, &len, &cap, "%.3f |\n", vs[k].latency_ms)
+                                 : add(&b, &len, &cap, "- |\n");
     }
     int rc = 0;
     if (bad) {
@@ -583,10 +633,20 @@ static int par_run(void *state, char **err)
         }
     }
     log_logits(p, "final");
-    if ((rc = plot(p, err)) || (rc = summary(p, err)))
-        return rc;
-    et_arch a;
+    et_arch a, base;
     read_out(p, &a);
+    interleaved(p, &a, &base);
+    versus vs[2];
+    if ((rc = measure_versus(p, &base, &vs[1], err)) || (rc = measure_versus(p, &a, &vs[0], err)))
+        return rc;
+    /* [final] retrains the found arch, not the baseline scored beside it */
+    if (ET_HOST_HAS(h, propose) && h->propose && (rc = h->propose(h->ctx, &a, 1, err)))
+        return rc;
+    h->log(h->ctx, ET_LOG_LEVEL_INFO,
+           "par: found %.4f (loss %.4f) against the all-interleaved baseline %.4f (loss %.4f)",
+           vs[0].res.metric, vs[0].res.loss, vs[1].res.metric, vs[1].res.loss);
+    if ((rc = plot(p, err)) || (rc = summary(p, vs, err)))
+        return rc;
     char text[4096];
     if (h->arch_format(h->space, &a, text, sizeof text) > 0)
         h->log(h->ctx, ET_LOG_LEVEL_INFO, "par: found %s", text);
@@ -596,8 +656,7 @@ static int par_run(void *state, char **err)
         h->log(h->ctx, ET_LOG_LEVEL_DEBUG, "par: %s layer %d -> %s",
                pl->stack ? "decoder" : "encoder", (int)pl->layer, cand_name[c]);
     }
-    et_eval_result res;
-    return h->soft_evaluate(h->ctx, &a, &res, err);
+    return 0;
 }
 
 static const et_search_vtable par_vtable = {
