@@ -354,29 +354,6 @@ typedef struct head {
     float *scratch;
 } head;
 
-static float sigmoid(float x)
-{
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
-static float unary(int32_t op, float x, float scale)
-{
-    switch (op) {
-    case OPGRAPH_OP_NEG: return -x;
-    case OPGRAPH_OP_SCALE: return x * scale;
-    case OPGRAPH_OP_SIGMOID: return sigmoid(x);
-    case OPGRAPH_OP_LOGSIGMOID: return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
-    case OPGRAPH_OP_SOFTPLUS: return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
-    case OPGRAPH_OP_SOFTSIGN: return x / (1.0f + fabsf(x));
-    case OPGRAPH_OP_ABS: return fabsf(x);
-    case OPGRAPH_OP_RELU: return x > 0.0f ? x : 0.0f;
-    default: return sqrtf(fabsf(x)); /* OPGRAPH_OP_SQRTABS */
-    }
-}
-
 /* dy/dx of a unary op at input x, output y */
 static float unary_slope(int32_t op, float x, float y, float scale)
 {
@@ -384,8 +361,8 @@ static float unary_slope(int32_t op, float x, float y, float scale)
     case OPGRAPH_OP_NEG: return -1.0f;
     case OPGRAPH_OP_SCALE: return scale;
     case OPGRAPH_OP_SIGMOID: return y * (1.0f - y);
-    case OPGRAPH_OP_LOGSIGMOID: return sigmoid(-x);
-    case OPGRAPH_OP_SOFTPLUS: return sigmoid(x);
+    case OPGRAPH_OP_LOGSIGMOID: return opgraph_sigmoid(-x);
+    case OPGRAPH_OP_SOFTPLUS: return opgraph_sigmoid(x);
     case OPGRAPH_OP_SOFTSIGN: {
         float t = 1.0f + fabsf(x);
         return 1.0f / (t * t);
@@ -394,15 +371,6 @@ static float unary_slope(int32_t op, float x, float y, float scale)
     case OPGRAPH_OP_RELU: return x > 0.0f ? 1.0f : 0.0f;
     default: /* OPGRAPH_OP_SQRTABS */
         return x == 0.0f ? 0.0f : copysignf(0.5f / fmaxf(y, SQRTABS_FLOOR), x);
-    }
-}
-
-static float binary(int32_t op, float a, float b)
-{
-    switch (op) {
-    case OPGRAPH_OP_ADD: return a + b;
-    case OPGRAPH_OP_MUL: return a * b;
-    default: return a >= b ? a : b; /* OPGRAPH_OP_MAX */
     }
 }
 
@@ -479,13 +447,13 @@ static void node_forward(head *hd, int32_t i, tref y)
         tref b = hd->val[nd->arg[1]];
         for (int64_t r = 0; r < m; r++)
             for (int64_t j = 0; j < n; j++)
-                *at(y, r, j) = binary(nd->op, *at(a, r, j), *at(b, r, j));
+                *at(y, r, j) = opgraph_binary(nd->op, *at(a, r, j), *at(b, r, j));
         return;
     }
     default:
         for (int64_t r = 0; r < m; r++)
             for (int64_t j = 0; j < n; j++)
-                *at(y, r, j) = unary(nd->op, *at(a, r, j), pl->scale);
+                *at(y, r, j) = opgraph_unary(nd->op, *at(a, r, j), pl->scale);
         return;
     }
 }

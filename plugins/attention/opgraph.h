@@ -180,4 +180,10 @@ int64_t opgraph_axis_size(int32_t axis, int64_t len_q, int64_t len_k, int64_t di
 double opgraph_macs(const opgraph *g, const opgraph_shapes *shapes, int64_t len_q,
                     int64_t len_k, int64_t dim_qk, int64_t dim_v);
 
+/* The elementwise primitives, one definition for every evaluator: a unary
+ * op of x (scale: SCALE's factor), and a binary op of a and b. */
+float opgraph_sigmoid(float x);
+float opgraph_unary(int32_t op, float x, float scale);
+float opgraph_binary(int32_t op, float a, float b);
+
 #endif

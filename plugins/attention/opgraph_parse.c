@@ -4,6 +4,7 @@
  * the attention plugin and the search plugin both compile it in. */
 #include "opgraph.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,4 +542,36 @@ double opgraph_macs(const opgraph *g, const opgraph_shapes *shapes, int64_t len_
                 (double)opgraph_axis_size(shapes->cols[i], len_q, len_k, dim_qk, dim_v);
     }
     return macs;
+}
+
+float opgraph_sigmoid(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+float opgraph_unary(int32_t op, float x, float scale)
+{
+    switch (op) {
+    case OPGRAPH_OP_NEG: return -x;
+    case OPGRAPH_OP_SCALE: return x * scale;
+    case OPGRAPH_OP_SIGMOID: return opgraph_sigmoid(x);
+    case OPGRAPH_OP_LOGSIGMOID: return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
+    case OPGRAPH_OP_SOFTPLUS: return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
+    case OPGRAPH_OP_SOFTSIGN: return x / (1.0f + fabsf(x));
+    case OPGRAPH_OP_ABS: return fabsf(x);
+    case OPGRAPH_OP_RELU: return x > 0.0f ? x : 0.0f;
+    default: return sqrtf(fabsf(x)); /* OPGRAPH_OP_SQRTABS */
+    }
+}
+
+float opgraph_binary(int32_t op, float a, float b)
+{
+    switch (op) {
+    case OPGRAPH_OP_ADD: return a + b;
+    case OPGRAPH_OP_MUL: return a * b;
+    default: return a >= b ? a : b; /* OPGRAPH_OP_MAX */
+    }
 }

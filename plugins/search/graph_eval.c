@@ -7,38 +7,6 @@
 
 #include <etnas/plugin.h>
 
-static float sigmoidf(float x)
-{
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
-static float unary(int32_t op, float x, float scale)
-{
-    switch (op) {
-    case OPGRAPH_OP_NEG: return -x;
-    case OPGRAPH_OP_SCALE: return x * scale;
-    case OPGRAPH_OP_SIGMOID: return sigmoidf(x);
-    case OPGRAPH_OP_LOGSIGMOID: return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
-    case OPGRAPH_OP_SOFTPLUS: return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
-    case OPGRAPH_OP_SOFTSIGN: return x / (1.0f + fabsf(x));
-    case OPGRAPH_OP_ABS: return fabsf(x);
-    case OPGRAPH_OP_RELU: return x > 0.0f ? x : 0.0f;
-    default: return sqrtf(fabsf(x)); /* OPGRAPH_OP_SQRTABS */
-    }
-}
-
-static float binary(int32_t op, float a, float b)
-{
-    switch (op) {
-    case OPGRAPH_OP_ADD: return a + b;
-    case OPGRAPH_OP_MUL: return a * b;
-    default: return a >= b ? a : b; /* OPGRAPH_OP_MAX */
-    }
-}
-
 int graph_eval(const opgraph *g, unsigned ctx, int32_t len, int32_t dim, const float *q,
                const float *k, const float *v, float *out)
 {
@@ -110,11 +78,11 @@ int graph_eval(const opgraph *g, unsigned ctx, int32_t len, int32_t dim, const f
         case OPGRAPH_OP_MUL:
         case OPGRAPH_OP_MAX:
             for (int64_t e = 0; e < R * C; e++)
-                x[e] = binary(nd->op, val[a][e], val[b][e]);
+                x[e] = opgraph_binary(nd->op, val[a][e], val[b][e]);
             break;
         default:
             for (int64_t e = 0; e < R * C; e++)
-                x[e] = unary(nd->op, val[a][e], scale);
+                x[e] = opgraph_unary(nd->op, val[a][e], scale);
             break;
         }
     }

@@ -597,8 +597,6 @@ static int par_run(void *state, char **err)
         return rc;
     if ((rc = measure_costs(p, err)))
         return rc;
-    double t_start = 0;
-    (void)t_start;
     for (; p->step < p->steps; p->step++) {
         int64_t i = p->step;
         double tau = gumbel_temperature(p->t0, p->t1, i, p->steps), loss;
