@@ -1,18 +1,27 @@
 #!/bin/sh
 # The translation benchmark of the tasks issue: one fixed Transformer
 # (E 256, 3 + 3 layers, 4 heads, FFN 1024, pre-norm) trained on the
-# German->English pairs of data/deen (./bootstrap prepares them), three
-# times: softmax everywhere, cosFormer in the encoder, cosFormer everywhere
-# (decoder self-attention with fixed max_positions; cross-attention stays
-# softmax). Prints validation and test BLEU (greedy decoding), the last
-# training loss and the wall time of each.
-#   bench/deen.sh [BUILDDIR] [STEPS] [THREADS]
-# Run alone: never beside another benchmark on a 2-core machine.
+# German->English pairs of data/deen (./bootstrap prepares them, joint BPE
+# with 4000 merges) with each of these attention set-ups:
+#   softmax               softmax everywhere
+#   cosformer-encoder     cosFormer in the encoder
+#   cosformer-everywhere  cosFormer in the encoder and decoder self-attention
+#   cosformer-decoder     cosFormer in decoder self-attention only
+#   performer-decoder     Performer in decoder self-attention only
+#   linear-decoder        linear (elu+1) in decoder self-attention only
+# (decoder self-attention of the kernel operators with fixed max_positions /
+# causal state; cross-attention stays softmax). Prints test BLEU (greedy
+# decoding), the share of test hypotheses with one token 4+ times in a row
+# ("repeater" output), the last training loss and the wall time of each.
+#   bench/deen.sh [BUILDDIR] [STEPS] [THREADS] [SETUP ...]
+# Without SETUPs it runs the first three. Run alone: never beside another
+# benchmark on a 2-core machine.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/..}
-steps=${2:-1200}
+steps=${2:-3000}
 threads=${3:-2}
+shift $(($# < 3 ? $# : 3))
 data=$here/../data/deen
 [ -f "$data/train.de" ] || { echo "no $data: run ./bootstrap (it prepares data/deen)" >&2; exit 2; }
 out=$(mktemp -d)
@@ -27,7 +36,7 @@ output = $out/$1
 [task]
 plugin = translate
 data = $data
-merges = 8000
+merges = 4000
 max_len = 32
 max_tokens = 4096
 [space]
@@ -55,7 +64,7 @@ batch_size = 128
 eval_batch_size = 256
 lr = 1e-3
 warmup_steps = $((steps / 10))
-schedule = inverse_sqrt
+schedule = cosine
 weight_decay = 0.0001
 dropout = 0.1
 label_smoothing = 0.1
@@ -69,9 +78,19 @@ INI
     t1=$(date +%s)
     row=$(grep "^| random\|^| fixed" "$out/$1.out" | head -n 1)
     loss=$(sed -n 's/.*supernet: step [0-9]*\/[0-9]*, loss \([0-9.]*\).*/\1/p' "$out/$1.err" | tail -n 1)
-    echo "$1: $row train-loss $loss, wall $((t1 - t0)) s"
+    test=$(sed -n 's/.* test final: \(bleu [0-9.]*\), loss [0-9.]*, \([0-9.]* %\) of hyp.*/test \1, repeaters \2/p' "$out/$1.err" | tail -n 1)
+    echo "$1: $test; $row train-loss $loss, wall $((t1 - t0)) s"
 }
 echo "steps $steps, threads $threads"
-run softmax softmax softmax
-run cosformer-encoder cosformer softmax
-run cosformer-everywhere cosformer "cosformer(max_positions=40)"
+[ $# -gt 0 ] || set -- softmax cosformer-encoder cosformer-everywhere
+for setup in "$@"; do
+    case $setup in
+    softmax) run softmax softmax softmax ;;
+    cosformer-encoder) run "$setup" cosformer softmax ;;
+    cosformer-everywhere) run "$setup" cosformer "cosformer(max_positions=40)" ;;
+    cosformer-decoder) run "$setup" softmax "cosformer(max_positions=40)" ;;
+    performer-decoder) run "$setup" softmax performer ;;
+    linear-decoder) run "$setup" softmax linear ;;
+    *) echo "unknown set-up $setup" >&2; exit 2 ;;
+    esac
+done

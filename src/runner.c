@@ -323,7 +323,7 @@ static et_model_config model_config(const runner *r)
 
 /* Train arch from scratch on a fresh model (the supernet is untouched). */
 static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t split,
-                      double *metric, double *loss, char **err)
+                      double *metric, double *loss, double *repeat_share, char **err)
 {
     et_model *m = NULL;
     et_model_config mc = model_config(r);
@@ -339,6 +339,7 @@ static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t spl
         rc = et_trainer_run(&t, steps, arch, NULL, err);
         if (!rc)
             rc = et_trainer_evaluate(&t, arch, split, metric, loss, err);
+        *repeat_share = t.repeat_share;
         et_trainer_destroy(&t);
     }
     et_model_destroy(m);
@@ -367,10 +368,13 @@ static int stored_eval_with(strategy *s, et_trainer *inherit, const char *label,
     if (rc < 0)
         return rc;
     if (rc == 0) {
-        double t0 = now(), metric, loss;
-        rc = standalone_steps > 0
-                 ? standalone(r, arch, standalone_steps, split, &metric, &loss, err)
-                 : et_trainer_evaluate(inherit, arch, split, &metric, &loss, err);
+        double t0 = now(), metric, loss, repeat_share = NAN;
+        if (standalone_steps > 0) {
+            rc = standalone(r, arch, standalone_steps, split, &metric, &loss, &repeat_share, err);
+        } else {
+            rc = et_trainer_evaluate(inherit, arch, split, &metric, &loss, err);
+            repeat_share = inherit->repeat_share;
+        }
         if (rc)
             return rc;
         memset(&got, 0, sizeof got);
@@ -379,6 +383,13 @@ static int stored_eval_with(strategy *s, et_trainer *inherit, const char *label,
         et_store_figures_add(&got.metrics, "loss", loss);
         if (r->info.tgt_vocab > 0) /* token tasks: the loss is per target token */
             et_store_figures_add(&got.metrics, "perplexity", exp(loss));
+        if (isfinite(repeat_share)) { /* decoded: the share of "repeater" hypotheses */
+            et_store_figures_add(&got.metrics, "repeat_share", repeat_share);
+            et_log(ET_LOG_LEVEL_INFO, "[%s] %s %s: %s %.2f, loss %.4f, %.1f %% of hypotheses with "
+                   "a token %d+ times in a row", key.strategy, key.split, stage,
+                   r->info.metric ? r->info.metric : "metric", metric, loss, 100 * repeat_share,
+                   ET_REPEAT_RUN);
+        }
         if ((rc = all_costs(r, arch, &got.costs, err)))
             return rc;
         got.wall = now() - t0;

@@ -1,6 +1,7 @@
 /* Training and evaluation loops over a task (train.h). */
 #include "train.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@ int et_trainer_create(et_trainer *t, const et_train_config *cfg, et_model *model
     t->task = task;
     t->task_state = task_state;
     t->info = *info;
+    t->repeat_share = NAN;
     t->rng = et_rng_from_seed(cfg->seed);
     if (cfg->batch_size < 1 || cfg->eval_batch_size < 1 || cfg->grad_accum < 1)
         return et_fail(err, ET_STATUS_ERR_USAGE, "train: batch sizes and grad_accum must be >= 1");
@@ -159,6 +161,16 @@ void et_trainer_seek(et_trainer *t, int64_t step)
     t->batch = count > 0 ? consumed % count : 0;
 }
 
+int32_t et_longest_run(const int32_t *tok, int32_t n)
+{
+    int32_t best = n > 0, run = n > 0;
+    for (int32_t i = 1; i < n; i++) {
+        run = tok[i] == tok[i - 1] ? run + 1 : 1;
+        best = run > best ? run : best;
+    }
+    return best;
+}
+
 /* Decode a batch and append hypotheses and references for BLEU. */
 static int decode_batch(et_trainer *t, const et_batch *b, int32_t split, char **hyps,
                         const char **refs, int64_t at, char **err)
@@ -188,6 +200,8 @@ static int decode_batch(et_trainer *t, const et_batch *b, int32_t split, char **
     for (int32_t i = 0; i < b->size; i++) {
         size_t cap = 0;
         char *text = NULL;
+        if (et_longest_run(t->hyp + (int64_t)i * stride, t->hyp_len[i]) >= ET_REPEAT_RUN)
+            t->repeaters++;
         int64_t n = task->detokenize(t->task_state, t->hyp + (int64_t)i * stride, t->hyp_len[i],
                                      &text, &cap);
         if (n < 0) {
@@ -229,6 +243,8 @@ int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, doubl
     }
     double loss_sum = 0;
     int64_t right = 0, seen = 0, decoded = 0;
+    t->repeaters = 0;
+    t->repeat_share = NAN;
     for (int64_t i = 0; i < count && !rc; i++) {
         et_batch b;
         char *terr = NULL;
@@ -267,8 +283,10 @@ int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, doubl
         et_bleu_result br;
         rc = et_bleu_corpus((const char *const *)hyps, refs, (size_t)decoded,
                             ET_BLEU_TOKENIZE_13A, &br, err);
-        if (!rc)
+        if (!rc) {
             *metric = br.score;
+            t->repeat_share = decoded > 0 ? (double)t->repeaters / (double)decoded : NAN;
+        }
     }
     for (int64_t i = 0; hyps && i < n_ex; i++)
         free(hyps[i]);

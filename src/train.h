@@ -44,7 +44,17 @@ typedef struct et_trainer {
     et_beam beam;           /* decoding scratch */
     int32_t *hyp, *hyp_len; /* decoded tokens of a batch */
     int64_t hyp_cap;
+    int64_t repeaters;      /* hypotheses of the current evaluation with a repeat run */
+    double repeat_share;    /* after et_trainer_evaluate with decoding: share of the
+                             * hypotheses with one token ET_REPEAT_RUN or more times
+                             * in a row ("repeater" output); NAN without decoding */
 } et_trainer;
+
+/* Run length that makes a decoded hypothesis a "repeater". */
+#define ET_REPEAT_RUN 4
+
+/* Longest run of one token repeated back to back in tok[0..n). */
+int32_t et_longest_run(const int32_t *tok, int32_t n);
 
 /* The model is owned by the caller and must fit the task (input_dim,
  * max_len, num_classes, max_batch >= both batch sizes). */

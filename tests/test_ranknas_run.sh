@@ -213,8 +213,9 @@ run_shipped wmt14-mformer.ini w --set task.data="$tmp/wmt" --set task.max_tokens
     --set space.decoder_cross_heads=2,4 --set space.decoder_connect=1,2 --set space.qkv_dim=16 \
     --set train.beam=1
 rc=$?
-if [ $rc -eq 0 ] && grep -q "ranknas: candidate 1:" "$tmp/w.err" && grep -q "^ranknas,1," "$tmp/w/results.csv"; then
-    ok "etc/wmt14-mformer.ini runs ranknas on tiny generated parallel text"
+if [ $rc -eq 0 ] && grep -q "ranknas: candidate 1:" "$tmp/w.err" && grep -q "^ranknas,1," "$tmp/w/results.csv" &&
+    grep -q "test final: bleu [0-9.]*, loss [0-9.]*, [0-9.]* % of hypotheses with a token 4+ times in a row" "$tmp/w.err"; then
+    ok "etc/wmt14-mformer.ini runs ranknas on tiny generated parallel text (BLEU and repeater share of the finals logged)"
 else
     not_ok "wmt14-mformer" "exit $rc" "$(tail -n 3 "$tmp/w.err")"
 fi

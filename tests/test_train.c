@@ -185,3 +185,15 @@ Test(train, standalone_touches_only_its_slices_and_learns)
     free(before);
     rig_free(&r);
 }
+
+/* The "repeater" measure of decoded output: the longest back-to-back run. */
+Test(train, longest_run_of_a_token)
+{
+    static const int32_t a[] = {5, 5, 7, 7, 7, 7, 2, 7, 7};
+    cr_expect_eq(et_longest_run(a, 0), 0);
+    cr_expect_eq(et_longest_run(a, 1), 1);
+    cr_expect_eq(et_longest_run(a, 2), 2);
+    cr_expect_eq(et_longest_run(a, 5), 3);
+    cr_expect_eq(et_longest_run(a, 9), 4);
+    cr_expect_eq(et_longest_run(a + 6, 3), 2);
+}
