@@ -19,7 +19,14 @@
  *   L in training and max_len in decoding, which agree when they are equal.
  * Positions past M (padding queries under per_sample) use t = pi/2, which
  * keeps every weight >= 0. In decoding the position keeps counting: step
- * `pos` uses t_pos, as the causal forward's row pos does. */
+ * `pos` uses t_pos, as the causal forward's row pos does.
+ *
+ * Features are made COSFORMER_CHUNK rows at a time inside the core's chunk
+ * loops (et_kc_mapped_forward, et_kc_mapped_backward) and dropped after
+ * use, never kept for a whole sequence: 2d floats a row for queries and
+ * keys would be most of the scratch and fall out of cache as the length
+ * grows. Backward makes them again from q and k, which costs elementwise
+ * work against the core's products. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,12 +173,12 @@ static void cosformer_map_backward(const float *x, int64_t st, const float *dphi
     }
 }
 
+/* Scratch of one worker: the core's mapped driver, whose feature blocks
+ * are a chunk of rows, so it does not grow with the length. */
 static int64_t cosformer_worker_floats(const cosformer *cf, const et_attn_shape *s)
 {
     et_kc_shape p = cosformer_kc(cf, s, s->len_k);
-    int64_t r = p.r;
-    /* phq, phk, their gradients (backward only), the core (cosformer_head_features) */
-    return 2 * r * ((int64_t)s->len_q + s->len_k) + et_kc_work_floats(&p);
+    return et_kc_mapped_work_floats(&p);
 }
 
 /* The core's saved floats of one head; the same for every key_len. */
@@ -192,39 +199,47 @@ static int64_t cosformer_work_floats(void *state, const et_attn_shape *s)
     return (int64_t)cf->host->threads * cosformer_worker_floats(cf, s);
 }
 
-/* One head's features in its worker's scratch: phq (L,r), phk (S,r) with
- * its key_len rows made, room for their gradients, then the core's
- * scratch; and the head's period M. */
+/* One head as the core's feature map sees it: its rows and gradients in
+ * the call's views, and its period M. */
 typedef struct cosformer_head {
-    et_kc_shape p;
+    const attn_call *call;
+    const attn_head *hd;
     double m;
-    float *phq, *phk, *dphq, *dphk, *kc_work;
 } cosformer_head;
 
-static cosformer_head cosformer_head_features(const attn_call *call, const attn_head *hd)
+// rows i0.. (n,d) of q or k -> phi (n,2d)
+static void cosformer_features(void *ctx, et_kc_side side, int64_t i0, int64_t n, float *phi)
 {
-    const et_attn_shape *s = call->s;
-    int32_t d = s->dim_qk;
-    int64_t r = 2 * d;
-    cosformer_head f = {.p = cosformer_kc(call->op, s, hd->key_len),
-                        .m = cosformer_period(call->op, s, hd->b),
-                        .phq = hd->work};
-    f.phk = f.phq + s->len_q * r;
-    f.dphq = f.phk + s->len_k * r;
-    f.dphk = f.dphq + s->len_q * r;
-    f.kc_work = f.dphk + s->len_k * r;
-    cosformer_map_forward(hd->q, call->q.st, s->len_q, d, 0, f.m, f.phq);
-    cosformer_map_forward(hd->k, call->k.st, hd->key_len, d, 0, f.m, f.phk);
-    return f;
+    const cosformer_head *f = ctx;
+    const attn_call *call = f->call;
+    int key = side == ET_KC_SIDE_KEY;
+    int64_t st = key ? call->k.st : call->q.st;
+    const float *x = (key ? f->hd->k : f->hd->q) + i0 * st;
+    cosformer_map_forward(x, st, (int32_t)n, call->s->dim_qk, i0, f->m, phi);
+}
+
+// dphi (n,2d) of rows i0.. of q or k -> dq or dk rows i0.. (n,d); phi is not needed
+static void cosformer_features_backward(void *ctx, et_kc_side side, int64_t i0, int64_t n,
+                                        const float *phi, float *dphi)
+{
+    const cosformer_head *f = ctx;
+    const attn_call *call = f->call;
+    int key = side == ET_KC_SIDE_KEY;
+    int64_t st = key ? call->k.st : call->q.st, dst = key ? call->dk.st : call->dq.st;
+    const float *x = (key ? f->hd->k : f->hd->q) + i0 * st;
+    float *dx = (key ? f->hd->dk : f->hd->dq) + i0 * dst;
+    (void)phi;
+    cosformer_map_backward(x, st, dphi, (int32_t)n, call->s->dim_qk, i0, f->m, dx, dst);
 }
 
 // one head: q (L,d), k (S,d), v (S,dv) -> out (L,dv); saved (L) den
 static void cosformer_forward_head(const attn_call *call, const attn_head *hd)
 {
-    int32_t r = 2 * call->s->dim_qk;
-    cosformer_head f = cosformer_head_features(call, hd);
-    et_kc_forward(&f.p, f.phq, r, f.phk, r, hd->v, call->v.st, hd->out, call->out.st, hd->saved,
-                  f.kc_work);
+    cosformer_head f = {.call = call, .hd = hd, .m = cosformer_period(call->op, call->s, hd->b)};
+    et_kc_map map = {.features = cosformer_features, .ctx = &f};
+    et_kc_shape p = cosformer_kc(call->op, call->s, hd->key_len);
+    et_kc_mapped_forward(&p, &map, hd->v, call->v.st, hd->out, call->out.st, hd->saved,
+                         hd->work);
 }
 
 // q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L) den
@@ -243,20 +258,18 @@ static int cosformer_forward(void *state, const et_attn_shape *s, et_attn_view q
     return ET_STATUS_OK;
 }
 
-// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv)
+// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv); features remade, never saved
 static void cosformer_backward_head(const attn_call *call, const attn_head *hd)
 {
     const et_attn_shape *s = call->s;
-    int32_t d = s->dim_qk, r = 2 * d;
-    cosformer_head f = cosformer_head_features(call, hd);
-    et_kc_backward(&f.p, f.phq, r, f.phk, r, hd->v, call->v.st, hd->out, call->out.st, hd->dout,
-                   call->dout.st, hd->saved_in, f.dphq, r, f.dphk, r, hd->dv, call->dv.st,
-                   f.kc_work);
-    cosformer_map_backward(hd->q, call->q.st, f.dphq, s->len_q, d, 0, f.m, hd->dq, call->dq.st);
-    cosformer_map_backward(hd->k, call->k.st, f.dphk, hd->key_len, d, 0, f.m, hd->dk,
-                           call->dk.st);
+    cosformer_head f = {.call = call, .hd = hd, .m = cosformer_period(call->op, s, hd->b)};
+    et_kc_map map = {
+        .features = cosformer_features, .backward = cosformer_features_backward, .ctx = &f};
+    et_kc_shape p = cosformer_kc(call->op, s, hd->key_len);
+    et_kc_mapped_backward(&p, &map, hd->v, call->v.st, hd->out, call->out.st, hd->dout,
+                          call->dout.st, hd->saved_in, hd->dv, call->dv.st, hd->work);
     for (int32_t j = hd->key_len; j < s->len_k; j++)
-        memset(hd->dk + j * call->dk.st, 0, (size_t)d * sizeof(float));
+        memset(hd->dk + j * call->dk.st, 0, (size_t)s->dim_qk * sizeof(float));
 }
 
 // dout (B,H,L,dv) -> dq (B,H,L,d), dk (B,H,S,d), dv (B,H,S,dv)

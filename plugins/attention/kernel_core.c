@@ -416,6 +416,163 @@ void et_kc_backward(const et_kc_shape *p, const float *phq, int64_t ldq, const f
                                lddq, dphk, lddk, dv, lddv, work);
 }
 
+/* Rows of a feature block: query chunks and key blocks alike fit. */
+static int64_t block_of(const et_kc_shape *p)
+{
+    int64_t c = p->chunk > 0 ? p->chunk : KC_DEFAULT_CHUNK;
+    int64_t l = p->len_q > p->len_k ? p->len_q : p->len_k;
+    l = l > 0 ? l : 1;
+    return c < l ? c : l;
+}
+
+int64_t et_kc_mapped_work_floats(const et_kc_shape *p)
+{
+    return et_kc_work_floats(p) + 3 * block_of(p) * p->r;
+}
+
+/* The scratch of a mapped call: the states as et_kc_work_floats lays them
+ * out (dstate only in bidirectional attention), the step scratch, then the
+ * blocks phi(q), phi(k) and dphi. */
+typedef struct mapped_work {
+    float *state, *dstate, *step, *phq, *phk, *dphi;
+} mapped_work;
+
+static mapped_work mapped_work_of(const et_kc_shape *p, float *work)
+{
+    mapped_work w;
+    int64_t sf = et_kc_state_floats(p), b = block_of(p) * p->r;
+    w.state = work;
+    w.dstate = p->causal ? NULL : work + sf;
+    w.step = work + (p->causal ? 1 : 2) * sf;
+    w.phq = w.step + et_kc_step_floats(p);
+    w.phk = w.phq + b;
+    w.dphi = w.phk + b;
+    return w;
+}
+
+/* Bidirectional and cross: state = (KV, z) of the visible keys, a block at a time. */
+static void mapped_key_state(const et_kc_shape *p, const et_kc_map *map, const float *v,
+                             int64_t ldv, const mapped_work *w)
+{
+    int64_t nk = keys_of(p), B = block_of(p);
+    et_kc_state_reset(p, w->state);
+    for (int64_t j0 = 0; j0 < nk; j0 += B) {
+        int64_t n = nk - j0 < B ? nk - j0 : B;
+        map->features(map->ctx, ET_KC_SIDE_KEY, j0, n, w->phk);
+        et_kc_keys_add(p, w->state, n, w->phk, p->r, v + j0 * ldv, ldv);
+    }
+}
+
+/* Causal chunk c0 of n rows with kv visible keys: phi(q) of its rows and,
+ * when it has any, phi(k) of its keys. */
+static void mapped_chunk(const et_kc_map *map, int64_t c0, int64_t n, int64_t kv,
+                         const mapped_work *w)
+{
+    map->features(map->ctx, ET_KC_SIDE_QUERY, c0, n, w->phq);
+    if (kv > 0)
+        map->features(map->ctx, ET_KC_SIDE_KEY, c0, kv, w->phk);
+}
+
+void et_kc_mapped_forward(const et_kc_shape *p, const et_kc_map *map, const float *v,
+                          int64_t ldv, float *out, int64_t ldo, float *saved, float *work)
+{
+    int64_t L = p->len_q, r = p->r;
+    mapped_work w = mapped_work_of(p, work);
+    if (L <= 0)
+        return;
+    if (!p->causal) {
+        mapped_key_state(p, map, v, ldv, &w);
+        for (int64_t i0 = 0; i0 < L; i0 += chunk_of(p)) {
+            int64_t n = rows_at(p, i0);
+            map->features(map->ctx, ET_KC_SIDE_QUERY, i0, n, w.phq);
+            et_kc_queries_forward(p, w.state, n, w.phq, r, out + i0 * ldo, ldo, saved + i0);
+        }
+        return;
+    }
+    et_kc_state_reset(p, w.state);
+    for (int64_t c0 = 0; c0 < L; c0 += chunk_of(p)) {
+        int64_t n = rows_at(p, c0), kv = keys_at(p, c0, n);
+        mapped_chunk(map, c0, n, kv, &w);
+        et_kc_causal_forward_step(p, w.state, seen_before(p, c0), n, kv, w.phq, r, w.phk, r,
+                                  v + c0 * ldv, ldv, out + c0 * ldo, ldo, saved + c0, w.step);
+    }
+}
+
+/* Bidirectional and cross backward: KV, z again, then the query chunks
+ * (their gradients, and dKV, dz), then the key blocks (theirs, and dv). */
+static void mapped_backward_bidirectional(const et_kc_shape *p, const et_kc_map *map,
+                                          const float *v, int64_t ldv, const float *out,
+                                          int64_t ldo, const float *dout, int64_t lddo,
+                                          const float *den, float *dv, int64_t lddv,
+                                          const mapped_work *w)
+{
+    int64_t L = p->len_q, S = p->len_k, r = p->r, nk = keys_of(p), B = block_of(p);
+    mapped_key_state(p, map, v, ldv, w);
+    et_kc_state_reset(p, w->dstate);
+    for (int64_t i0 = 0; i0 < L; i0 += chunk_of(p)) {
+        int64_t n = rows_at(p, i0);
+        map->features(map->ctx, ET_KC_SIDE_QUERY, i0, n, w->phq);
+        et_kc_queries_backward(p, w->state, w->dstate, n, w->phq, r, out + i0 * ldo, ldo,
+                               dout + i0 * lddo, lddo, den + i0, w->dphi, r, w->step);
+        map->backward(map->ctx, ET_KC_SIDE_QUERY, i0, n, w->phq, w->dphi);
+    }
+    for (int64_t j0 = 0; j0 < nk; j0 += B) {
+        int64_t n = nk - j0 < B ? nk - j0 : B;
+        map->features(map->ctx, ET_KC_SIDE_KEY, j0, n, w->phk);
+        et_kc_keys_backward(p, w->dstate, n, w->phk, r, v + j0 * ldv, ldv, w->dphi, r,
+                            dv + j0 * lddv, lddv);
+        map->backward(map->ctx, ET_KC_SIDE_KEY, j0, n, w->phk, w->dphi);
+    }
+    zero_rows(dv + nk * lddv, lddv, S - nk, p->dim_v);
+}
+
+/* Causal backward: the sweep in order with the prefix state (query
+ * gradients), then the reverse sweep with the suffix sums (key gradients,
+ * dv), as backward_causal does on whole rows. */
+static void mapped_backward_causal(const et_kc_shape *p, const et_kc_map *map, const float *v,
+                                   int64_t ldv, const float *out, int64_t ldo, const float *dout,
+                                   int64_t lddo, const float *den, float *dv, int64_t lddv,
+                                   const mapped_work *w)
+{
+    int64_t L = p->len_q, S = p->len_k, r = p->r, C = chunk_of(p);
+    int64_t last = (L - 1) / C * C;
+    et_kc_state_reset(p, w->state);
+    for (int64_t c0 = 0; c0 < L; c0 += C) {
+        int64_t n = rows_at(p, c0), kv = keys_at(p, c0, n);
+        mapped_chunk(map, c0, n, kv, w);
+        et_kc_causal_backward_queries(p, w->state, seen_before(p, c0), n, kv, w->phk, r,
+                                      v + c0 * ldv, ldv, out + c0 * ldo, ldo, dout + c0 * lddo,
+                                      lddo, den + c0, w->dphi, r, w->step);
+        map->backward(map->ctx, ET_KC_SIDE_QUERY, c0, n, w->phq, w->dphi);
+    }
+    et_kc_state_reset(p, w->state);
+    for (int64_t c0 = last; c0 >= 0; c0 -= C) {
+        int64_t n = rows_at(p, c0), kv = keys_at(p, c0, n);
+        mapped_chunk(map, c0, n, kv, w);
+        et_kc_causal_backward_keys(p, w->state, L - c0 - n, n, kv, w->phq, r, w->phk, r,
+                                   v + c0 * ldv, ldv, out + c0 * ldo, ldo, dout + c0 * lddo, lddo,
+                                   den + c0, w->dphi, r, dv + c0 * lddv, lddv, w->step);
+        if (kv > 0)
+            map->backward(map->ctx, ET_KC_SIDE_KEY, c0, kv, w->phk, w->dphi);
+    }
+    zero_rows(dv + L * lddv, lddv, S - L, p->dim_v);
+}
+
+void et_kc_mapped_backward(const et_kc_shape *p, const et_kc_map *map, const float *v,
+                           int64_t ldv, const float *out, int64_t ldo, const float *dout,
+                           int64_t lddo, const float *saved, float *dv, int64_t lddv,
+                           float *work)
+{
+    mapped_work w = mapped_work_of(p, work);
+    if (p->causal && p->len_q > 0)
+        mapped_backward_causal(p, map, v, ldv, out, ldo, dout, lddo, saved, dv, lddv, &w);
+    else if (!p->causal)
+        mapped_backward_bidirectional(p, map, v, ldv, out, ldo, dout, lddo, saved, dv, lddv,
+                                      &w);
+    else
+        zero_rows(dv, lddv, p->len_k, p->dim_v);
+}
+
 double et_kc_macs(const et_kc_shape *p)
 {
     double L = p->len_q, S = p->len_k, r = p->r, dv = p->dim_v;

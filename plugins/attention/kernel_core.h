@@ -5,7 +5,10 @@
  * with KV = sum_j phi(k_j) v_j^T, z = sum_j phi(k_j) over the valid keys
  * (bidirectional and cross) or over the valid keys j <= i (causal), its
  * backward, and a one-position-at-a-time decode step. cosFormer, Performer
- * and the linear Transformer compute their feature maps and call this.
+ * and the linear Transformer compute their feature maps and call this:
+ * on whole rows (et_kc_forward, et_kc_backward), or a block of rows at a
+ * time from a map callback (et_kc_mapped_*) or their own loops over the
+ * chunk steps, so that features never exist for a whole sequence.
  *
  * Matrices are row-major with a leading dimension (row stride, in floats),
  * so strided slices of the engine's buffers are used in place. Nothing here
@@ -122,6 +125,48 @@ void et_kc_causal_backward_keys(const et_kc_shape *p, float *dstate, int64_t lat
                                 int64_t ldk, const float *v, int64_t ldv, const float *out,
                                 int64_t ldo, const float *dout, int64_t lddo, const float *den,
                                 float *dphk, int64_t lddk, float *dv, int64_t lddv, float *work);
+
+/* Chunked drivers for feature maps made a block of rows at a time: the
+ * loops of et_kc_forward and et_kc_backward over the steps above, with each
+ * block's features made by `map` into scratch just before the core uses
+ * them and dropped after, so scratch is a few blocks of at most `chunk`
+ * rows however long the sequences are (cosFormer, the linear Transformer).
+ *
+ * features: rows i0..i0+n-1 of the side's input -> phi (n,r), contiguous.
+ * backward: phi (n,r) of those rows as features made them, dphi (n,r) (may
+ *   be clobbered) -> the gradient of the side's input rows i0..i0+n-1,
+ *   overwritten wherever the map keeps it.
+ * Query blocks are chunks of the causal scan; key blocks (bidirectional,
+ * cross) are at most `chunk` rows whatever L is. Only visible key rows are
+ * ever asked for (j < key_len, and j < L in causal attention): the rows
+ * past them are the caller's, and backward gives them no input gradient
+ * (dv of them is set to 0 here). The features of a row are made once in
+ * forward and once or twice in backward (the price of not keeping them),
+ * so `features` must give the same rows the same values. */
+typedef enum et_kc_side { ET_KC_SIDE_QUERY = 0, ET_KC_SIDE_KEY = 1 } et_kc_side;
+
+typedef struct et_kc_map {
+    void (*features)(void *ctx, et_kc_side side, int64_t i0, int64_t n, float *phi);
+    void (*backward)(void *ctx, et_kc_side side, int64_t i0, int64_t n, const float *phi,
+                     float *dphi);
+    void *ctx;
+} et_kc_map;
+
+/* Scratch floats of one et_kc_mapped_forward or _backward call: the
+ * states, the step scratch and three blocks (phi(q), phi(k), a gradient) of
+ * min(chunk, max(L, S)) rows. It does not grow with L or S past chunk. */
+int64_t et_kc_mapped_work_floats(const et_kc_shape *p);
+/* map's rows, v (S,dv) ldv -> out (L,dv) ldo; saved (L) gets den, as in
+ * et_kc_forward. */
+void et_kc_mapped_forward(const et_kc_shape *p, const et_kc_map *map, const float *v,
+                          int64_t ldv, float *out, int64_t ldo, float *saved, float *work);
+/* dout (L,dv) -> map->backward for every query row and every visible key
+ * row, and dv (S,dv) ldv, overwritten (padded rows 0); out, saved are
+ * forward's. */
+void et_kc_mapped_backward(const et_kc_shape *p, const et_kc_map *map, const float *v,
+                           int64_t ldv, const float *out, int64_t ldo, const float *dout,
+                           int64_t lddo, const float *saved, float *dv, int64_t lddv,
+                           float *work);
 
 /* Multiply-adds of one forward (spec/attention.md, Cost): r.dv.(L+S) + r.L,
  * or for causal 2N.r.dv + N.r + N.C.(r+dv). The feature map is not counted. */

@@ -2,8 +2,11 @@
  * spec/attention.md): feature map phi(x) = elu(x) + 1 (r = d), guard
  * den + eps, on the shared kernel core (kernel_core.h). Causal attention is
  * chunked with one r x dv running state; decoding keeps that state per head.
- * Heads run in parallel over host->parallel_for; each worker's phi(q) and
- * phi(k) rows and core scratch come from `work`.
+ * Heads run in parallel over host->parallel_for; each worker's scratch comes
+ * from `work`. Features are made `chunk` rows at a time inside the core's
+ * chunk loops (et_kc_mapped_forward, et_kc_mapped_backward) and dropped
+ * after use, so scratch does not grow with the length; backward makes them
+ * again from q and k.
  *
  * Per head: q (L,d), k (S,d), v (S,dv) rows of the strided views. */
 #include <math.h>
@@ -25,7 +28,8 @@ static const et_option_decl linear_options[] = {
     {"eps", ET_OPTION_TYPE_FLOAT, "1e-6", 1e-12, 1.0, NULL,
      "denominator guard: out = num / (den + eps)"},
     {"chunk", ET_OPTION_TYPE_INT, "64", 1, 4096, NULL,
-     "rows per chunk of the causal scan (any value gives the same result)"},
+     "rows per chunk of the causal scan and of the feature blocks (any value gives the same "
+     "result)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -79,11 +83,12 @@ static int64_t linear_saved_floats(void *state, const et_attn_shape *s)
     return (int64_t)s->batch * s->heads * s->len_q;
 }
 
-/* per worker: phi(q) (L,d), phi(k) (S,d), then the core's scratch */
+/* Per worker: the core's mapped driver, whose feature blocks are a chunk
+ * of rows, so it does not grow with the length. */
 static int64_t worker_floats(const linear_state *st, const et_attn_shape *s)
 {
     et_kc_shape p = core_shape(st, s, s->len_k);
-    return ((int64_t)s->len_q + s->len_k) * s->dim_qk + et_kc_work_floats(&p);
+    return et_kc_mapped_work_floats(&p);
 }
 
 static int64_t linear_work_floats(void *state, const et_attn_shape *s)
@@ -105,44 +110,54 @@ static void feature_map(float *phi, const float *x, int64_t ldx, int64_t n, int6
             phi[i * d + c] = elu1(x[i * ldx + c]);
 }
 
-/* dx = dphi * phi'(x) in place, phi'(x) = 1 for x > 0, else e^x */
-static void feature_map_backward(float *dx, int64_t lddx, const float *x, int64_t ldx, int64_t n,
-                                 int64_t d)
+/* dx (n,d) row stride lddx = dphi (n,d) * phi'(x): 1 for x > 0, else
+ * e^x, which is phi (n,d) there */
+static void feature_map_backward(float *dx, int64_t lddx, const float *x, int64_t ldx,
+                                 const float *phi, const float *dphi, int64_t n, int64_t d)
 {
     for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < d; c++) {
-            float xi = x[i * ldx + c];
-            if (xi <= 0.0f)
-                dx[i * lddx + c] *= expf(xi);
-        }
+        for (int64_t c = 0; c < d; c++)
+            dx[i * lddx + c] =
+                x[i * ldx + c] > 0.0f ? dphi[i * d + c] : dphi[i * d + c] * phi[i * d + c];
 }
 
-/* One head's phi(q) (L,d) and phi(k) (key_len,d) in its worker's scratch,
- * and the core's scratch after them. */
-typedef struct head_features {
-    et_kc_shape p;
-    float *phq, *phk, *core;
-} head_features;
+/* One head as the core's feature map sees it: its rows and gradients in
+ * the call's views. */
+typedef struct head_map {
+    const attn_call *call;
+    const attn_head *hd;
+} head_map;
 
-static head_features features_of(const attn_call *call, const attn_head *hd)
+// rows i0.. (n,d) of q or k -> phi (n,d)
+static void map_features(void *ctx, et_kc_side side, int64_t i0, int64_t n, float *phi)
 {
-    const et_attn_shape *s = call->s;
-    int64_t L = s->len_q, S = s->len_k, d = s->dim_qk;
-    head_features f = {.p = core_shape(call->op, s, hd->key_len), .phq = hd->work};
-    f.phk = f.phq + L * d;
-    f.core = f.phk + S * d;
-    feature_map(f.phq, hd->q, call->q.st, L, d);
-    feature_map(f.phk, hd->k, call->k.st, hd->key_len, d);
-    return f;
+    const head_map *f = ctx;
+    int key = side == ET_KC_SIDE_KEY;
+    int64_t st = key ? f->call->k.st : f->call->q.st;
+    feature_map(phi, (key ? f->hd->k : f->hd->q) + i0 * st, st, n, f->call->s->dim_qk);
+}
+
+// phi, dphi (n,d) of rows i0.. of q or k -> dq or dk rows i0.. (n,d)
+static void map_backward(void *ctx, et_kc_side side, int64_t i0, int64_t n, const float *phi,
+                         float *dphi)
+{
+    const head_map *f = ctx;
+    const attn_call *call = f->call;
+    int key = side == ET_KC_SIDE_KEY;
+    int64_t st = key ? call->k.st : call->q.st, dst = key ? call->dk.st : call->dq.st;
+    feature_map_backward((key ? f->hd->dk : f->hd->dq) + i0 * dst, dst,
+                         (key ? f->hd->k : f->hd->q) + i0 * st, st, phi, dphi, n,
+                         call->s->dim_qk);
 }
 
 // one head: q (L,d), k (S,d), v (S,dv) -> out (L,dv); saved (L) denominators
 static void forward_head(const attn_call *call, const attn_head *hd)
 {
-    int64_t d = call->s->dim_qk;
-    head_features f = features_of(call, hd);
-    et_kc_forward(&f.p, f.phq, d, f.phk, d, hd->v, call->v.st, hd->out, call->out.st, hd->saved,
-                  f.core);
+    head_map f = {.call = call, .hd = hd};
+    et_kc_map map = {.features = map_features, .ctx = &f};
+    et_kc_shape p = core_shape(call->op, call->s, hd->key_len);
+    et_kc_mapped_forward(&p, &map, hd->v, call->v.st, hd->out, call->out.st, hd->saved,
+                         hd->work);
 }
 
 // q (B,H,L,d), k (B,H,S,d), v (B,H,S,dv) -> out (B,H,L,dv); saved (B,H,L) denominators
@@ -160,17 +175,17 @@ static int linear_forward(void *state, const et_attn_shape *s, et_attn_view q, e
     return 0;
 }
 
-// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv)
+// one head: dout (L,dv) -> dq (L,d), dk (S,d), dv (S,dv); features remade, never saved
 static void backward_head(const attn_call *call, const attn_head *hd)
 {
-    int64_t L = call->s->len_q, d = call->s->dim_qk;
-    head_features f = features_of(call, hd);
-    /* the core writes dphi(q), dphi(k) into dq, dk; the map's slope finishes them */
-    et_kc_backward(&f.p, f.phq, d, f.phk, d, hd->v, call->v.st, hd->out, call->out.st, hd->dout,
-                   call->dout.st, hd->saved_in, hd->dq, call->dq.st, hd->dk, call->dk.st, hd->dv,
-                   call->dv.st, f.core);
-    feature_map_backward(hd->dq, call->dq.st, hd->q, call->q.st, L, d);
-    feature_map_backward(hd->dk, call->dk.st, hd->k, call->k.st, hd->key_len, d);
+    const et_attn_shape *s = call->s;
+    head_map f = {.call = call, .hd = hd};
+    et_kc_map map = {.features = map_features, .backward = map_backward, .ctx = &f};
+    et_kc_shape p = core_shape(call->op, s, hd->key_len);
+    et_kc_mapped_backward(&p, &map, hd->v, call->v.st, hd->out, call->out.st, hd->dout,
+                          call->dout.st, hd->saved_in, hd->dv, call->dv.st, hd->work);
+    for (int32_t j = hd->key_len; j < s->len_k; j++)
+        memset(hd->dk + j * call->dk.st, 0, (size_t)s->dim_qk * sizeof(float));
 }
 
 // dout (B,H,L,dv) -> dq (B,H,L,d), dk (B,H,S,d), dv (B,H,S,dv)

@@ -437,3 +437,99 @@ Test(cosformer, prepare_refusals)
     free(err);
     attn_check_op_close(&op);
 }
+
+/* Lengths past one 64-row chunk that it does not divide, valid keys ending
+ * inside a later chunk, and cross-attention with more keys than queries:
+ * the features of each chunk are made inside the core's loops, so every
+ * chunk must get the positions (angles) of its own rows. */
+Test(cosformer, lengths_across_chunks)
+{
+    static const int32_t pad_self[2] = {97, 130}, pad_cross[2] = {150, 61};
+    struct {
+        const char *overrides;
+        cos_opts o;
+        attn_check_case c;
+    } cases[] = {
+        {NULL, {1e-6, 0, 0}, {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad_self, 1, 0, 61}},
+        {"m_mode=per_sample", {1e-6, 1, 0},
+         {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad_self, 0, 0, 62}},
+        {"max_positions=200", {1e-6, 0, 200},
+         {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_CAUSAL, pad_self, 2, 0, 63}},
+        {NULL, {1e-6, 0, 0}, {2, 2, 70, 150, 4, 3, ET_ATTN_MODE_CROSS, pad_cross, 1, 0, 64}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        attn_check_op op;
+        open_op(&op, cases[i].overrides, 2);
+        double e = attn_check_reference(&op, &cases[i].c, ref_cosformer, &cases[i].o);
+        cr_expect_leq(e, TOL_REFERENCE, "case %zu: reference error %g", i, e);
+        attn_check_op_close(&op);
+    }
+}
+
+/* Backward across chunks: 70 = 64 + 6 rows, the valid keys of one
+ * sequence ending in the second chunk; cross with 67 keys for 40 queries. */
+Test(cosformer, gradients_across_chunks)
+{
+    static const int32_t pad[2] = {66, 70}, pad_cross[2] = {67, 30};
+    struct {
+        const char *overrides;
+        attn_check_case c;
+    } cases[] = {
+        {NULL, {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, pad, 1, 0, 71}},
+        {"m_mode=per_sample", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, pad, 0, 0, 72}},
+        {NULL, {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, pad, 2, 0, 73}},
+        {"max_positions=90", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, pad, 1, 0, 74}},
+        {NULL, {2, 1, 40, 67, 3, 2, ET_ATTN_MODE_CROSS, pad_cross, 1, 0, 75}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        attn_check_op op;
+        open_op(&op, cases[i].overrides, 2);
+        attn_check_case c = kink_free(cases[i].c);
+        double e3[3];
+        double e = attn_check_grad(&op, &c, FD_STEP, e3);
+        cr_log_info("cosformer grad case %zu: dq %.3g dk %.3g dv %.3g", i, e3[0], e3[1], e3[2]);
+        cr_expect_leq(e, TOL_GRAD, "case %zu: dq %g dk %g dv %g", i, e3[0], e3[1], e3[2]);
+        attn_check_op_close(&op);
+    }
+}
+
+/* Padding invariance and causality at lengths across chunks. */
+Test(cosformer, padding_and_causality_across_chunks)
+{
+    static const int32_t pad[2] = {97, 130};
+    attn_check_op op;
+    open_op(&op, "m_mode=per_sample", 1);
+    attn_check_case b = {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad, 1, 0, 81};
+    double e = attn_check_padding(&op, &b, 40);
+    cr_expect_leq(e, TOL_PADDING, "bidirectional: padding error %g", e);
+    attn_check_op_close(&op);
+    open_op(&op, "max_positions=300", 1);
+    attn_check_case c = {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_CAUSAL, pad, 0, 0, 82};
+    e = attn_check_padding(&op, &c, 40);
+    cr_expect_leq(e, TOL_PADDING, "causal: padding error %g", e);
+    e = attn_check_causality(&op, &c);
+    cr_expect_leq(e, TOL_EXACT, "causal: causality error %g", e);
+    attn_check_op_close(&op);
+}
+
+/* Features are made a chunk at a time and never kept whole: scratch is the
+ * same at 1024 and 16384 tokens (before, phi(q), phi(k) and their
+ * gradients were 4 (L+S) d floats a worker, 32 MB at 16384 tokens). */
+Test(cosformer, scratch_independent_of_length)
+{
+    attn_check_op op;
+    open_op(&op, NULL, 2);
+    for (int32_t mode = 0; mode < 3; mode++) {
+        et_attn_shape a = {1, 4, 1024, 1024, 64, 64, mode, NULL};
+        et_attn_shape b = a;
+        b.len_q = b.len_k = 16384;
+        int64_t wa = op.vt->work_floats(op.state, &a), wb = op.vt->work_floats(op.state, &b);
+        cr_expect_eq(wa, wb, "mode %d: work %lld -> %lld", (int)mode, (long long)wa,
+                     (long long)wb);
+        /* per worker, r = 128: two 128 x 64 states, the chunk step, three 64-row blocks */
+        cr_expect_leq(wb, 2 * (2 * (128 * 64 + 128) + 64 * 65 + 2 * 64 * 64 + 3 * 64 * 128),
+                      "mode %d", (int)mode);
+        cr_expect_eq(op.vt->saved_floats(op.state, &b), 4 * 16384);
+    }
+    attn_check_op_close(&op);
+}

@@ -2,7 +2,8 @@
  * the BLAS fast path against the double references, chunked causal against
  * the plain recurrence for chunk sizes that do and do not divide N, backward
  * against central differences of the double reference, decoding against the
- * causal forward, and padding rows that are never read. */
+ * causal forward, padding rows that are never read, and the mapped drivers
+ * (features made a block at a time) against the whole-row ones. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -364,4 +365,175 @@ Test(kernel_core, macs_follow_spec)
     cr_assert(et_kc_macs(&p) == 16.0 * 8 * 180 + 16.0 * 100);
     p = shape(100, 100, 100, 16, 8, 1, 32, 0);
     cr_assert(et_kc_macs(&p) == 2.0 * 100 * 16 * 8 + 100.0 * 16 + 100.0 * 32 * 24);
+}
+
+/* A feature map for the mapped drivers that copies rows of the head's
+ * whole feature arrays, so their results can be set beside et_kc_forward
+ * and et_kc_backward on the same rows. It audits the calls: blocks of 1 to
+ * `block` rows inside the visible rows, backward handed the features that
+ * `features` gives those rows; and it writes the gradients it is handed to
+ * dq (L,r) and dk (S,r), contiguous. */
+typedef struct copy_map {
+    const head *t;
+    int64_t block, visible; /* block rows; visible key rows */
+    float *dq, *dk;
+    int64_t q_end, k_end; /* one past the last query and key row asked for */
+    int bad;              /* calls that broke the contract */
+} copy_map;
+
+static void copy_rows(const copy_map *m, et_kc_side side, int64_t i0, int64_t n, float *phi)
+{
+    const head *t = m->t;
+    const float *x = side == ET_KC_SIDE_QUERY ? t->phq + i0 * t->ldq : t->phk + i0 * t->ldk;
+    int64_t ld = side == ET_KC_SIDE_QUERY ? t->ldq : t->ldk;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(phi + i * t->p.r, x + i * ld, (size_t)t->p.r * sizeof(float));
+}
+
+static int copy_call_ok(copy_map *m, et_kc_side side, int64_t i0, int64_t n)
+{
+    int64_t end = side == ET_KC_SIDE_QUERY ? m->t->p.len_q : m->visible;
+    int ok = i0 >= 0 && n >= 1 && n <= m->block && i0 + n <= end;
+    m->bad += !ok;
+    return ok;
+}
+
+static void copy_features(void *ctx, et_kc_side side, int64_t i0, int64_t n, float *phi)
+{
+    copy_map *m = ctx;
+    if (!copy_call_ok(m, side, i0, n))
+        return;
+    copy_rows(m, side, i0, n, phi);
+    int64_t *end = side == ET_KC_SIDE_QUERY ? &m->q_end : &m->k_end;
+    *end = i0 + n > *end ? i0 + n : *end;
+}
+
+static void copy_backward(void *ctx, et_kc_side side, int64_t i0, int64_t n, const float *phi,
+                          float *dphi)
+{
+    copy_map *m = ctx;
+    int64_t r = m->t->p.r;
+    if (!copy_call_ok(m, side, i0, n))
+        return;
+    float *want = alloc_nan(n * r);
+    copy_rows(m, side, i0, n, want);
+    m->bad += memcmp(want, phi, (size_t)(n * r) * sizeof(float)) != 0;
+    free(want);
+    float *dx = (side == ET_KC_SIDE_QUERY ? m->dq : m->dk) + i0 * r;
+    memcpy(dx, dphi, (size_t)(n * r) * sizeof(float));
+}
+
+/* max|a - b| / max(1, max|b|) over rows x cols blocks with strides la, lb */
+static double block_error(const float *a, int64_t la, const float *b, int64_t lb, int64_t rows,
+                          int64_t cols)
+{
+    double num = 0.0, mx = 1.0;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t c = 0; c < cols; c++) {
+            double d = fabs((double)a[i * la + c] - b[i * lb + c]);
+            num = d > num || isnan(d) ? d : num;
+            mx = fmax(mx, fabs(b[i * lb + c]));
+        }
+    return num / mx;
+}
+
+/* Forward and backward of the mapped drivers vs the whole-row ones on the
+ * head t (freed here); returns the largest scaled difference of out, dphq,
+ * dphk and dv, after asserting the map's audit, the untouched gaps and the
+ * rows the drivers ask for. */
+static double mapped_vs_whole(head t, uint64_t seed)
+{
+    const et_kc_shape *p = &t.p;
+    int64_t L = p->len_q, S = p->len_k, r = p->r, dv = p->dim_v;
+    int64_t C = p->chunk > 0 ? p->chunk : 64, most = L > S ? L : S;
+    int64_t visible = p->key_len < S ? p->key_len : S;
+    if (p->causal && visible > L)
+        visible = L;
+    copy_map m = {.t = &t, .block = C < most ? C : (most > 0 ? most : 1), .visible = visible};
+    et_kc_map map = {.features = copy_features, .backward = copy_backward, .ctx = &m};
+
+    float *out = out_alloc(&t), *out2 = out_alloc(&t);
+    float *saved = alloc_nan(et_kc_saved_floats(p)), *saved2 = alloc_nan(et_kc_saved_floats(p));
+    float *work = alloc_nan(et_kc_work_floats(p)), *mwork = alloc_nan(et_kc_mapped_work_floats(p));
+    et_kc_forward(p, t.phq, t.ldq, t.phk, t.ldk, t.v, t.ldv, out, t.ldo, saved, work);
+    et_kc_mapped_forward(p, &map, t.v, t.ldv, out2, t.ldo, saved2, mwork);
+    cr_assert(m.bad == 0 && m.q_end == L && m.k_end == visible,
+              "forward: %d bad calls, rows asked %lld of %lld queries, %lld of %lld keys",
+              m.bad, (long long)m.q_end, (long long)L, (long long)m.k_end, (long long)visible);
+    double err = block_error(out2, t.ldo, out, t.ldo, L, dv);
+    for (int64_t i = 0; i < L; i++)
+        cr_assert(out2[i * t.ldo + dv] == 7.0f, "row %lld: gap overwritten", (long long)i);
+
+    et_rng g = et_rng_from_seed(seed);
+    int64_t lddo = dv + 2, lv = dv + 3;
+    float *dout = alloc_nan(L * lddo);
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t c = 0; c < dv; c++)
+            dout[i * lddo + c] = (float)et_rng_normal(&g);
+    float *dq = alloc_nan(L * r), *dk = alloc_nan(S * r), *dvv = alloc_nan(S * lv);
+    float *dq2 = alloc_nan(L * r), *dk2 = alloc_nan(S * r), *dvv2 = alloc_nan(S * lv);
+    for (int64_t j = 0; j < S; j++)
+        dvv2[j * lv + dv] = 7.0f;
+    et_kc_backward(p, t.phq, t.ldq, t.phk, t.ldk, t.v, t.ldv, out, t.ldo, dout, lddo, saved, dq,
+                   r, dk, r, dvv, lv, work);
+    m.dq = dq2;
+    m.dk = dk2;
+    m.q_end = m.k_end = 0;
+    float *mwork2 = alloc_nan(et_kc_mapped_work_floats(p));
+    et_kc_mapped_backward(p, &map, t.v, t.ldv, out2, t.ldo, dout, lddo, saved2, dvv2, lv, mwork2);
+    cr_assert(m.bad == 0 && m.q_end == L && m.k_end == visible,
+              "backward: %d bad calls, rows asked %lld of %lld queries, %lld of %lld keys",
+              m.bad, (long long)m.q_end, (long long)L, (long long)m.k_end, (long long)visible);
+    for (int64_t j = 0; j < S; j++)
+        cr_assert(dvv2[j * lv + dv] == 7.0f, "dv row %lld: gap overwritten", (long long)j);
+    /* rows past the visible keys get no gradient from the map (NaN stays) */
+    for (int64_t j = visible; j < S; j++)
+        cr_assert(isnan(dk2[j * r]), "key row %lld past the visible ones was written",
+                  (long long)j);
+    err = fmax(err, block_error(dq2, r, dq, r, L, r));
+    err = fmax(err, block_error(dk2, r, dk, r, visible, r));
+    err = fmax(err, block_error(dvv2, lv, dvv, lv, S, dv));
+    free(out), free(out2), free(saved), free(saved2), free(work), free(mwork), free(mwork2);
+    free(dout), free(dq), free(dk), free(dvv), free(dq2), free(dk2), free(dvv2);
+    head_free(&t);
+    return err;
+}
+
+/* The mapped drivers run the same chunk steps on features made a block at
+ * a time: equal to the whole-row path up to the rounding of sums split
+ * differently, in every mode, for chunks that do and do not divide the
+ * lengths, key blocks longer than the queries (cross, S > L), padding. */
+Test(kernel_core, mapped_equals_whole_rows)
+{
+    const int32_t chunks[] = {1, 3, 4, 5, 12, 64};
+    const int32_t cases[][4] = {/* L, S, key_len, causal */
+                                {12, 12, 12, 0}, {12, 12, 7, 0}, {12, 12, 0, 0}, {5, 11, 11, 0},
+                                {5, 11, 9, 0},   {12, 3, 2, 0},  {12, 12, 12, 1}, {12, 12, 7, 1},
+                                {12, 12, 0, 1},  {13, 13, 13, 1}};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            for (int32_t guard = 0; guard < 2; guard++) {
+                et_kc_shape p = shape(cases[i][0], cases[i][1], cases[i][2], 5, 3, cases[i][3],
+                                      chunks[c], guard);
+                double e = mapped_vs_whole(head_make(p, 80 + i), 90 + c);
+                cr_assert(e <= TOL_FORWARD, "L=%d S=%d keys=%d causal=%d chunk=%d guard=%d: %g",
+                          cases[i][0], cases[i][1], cases[i][2], cases[i][3], chunks[c], guard,
+                          e);
+            }
+}
+
+/* Scratch of the mapped drivers is the same at 1024 and 16384 rows: the
+ * features of a block, not of a sequence. */
+Test(kernel_core, mapped_scratch_independent_of_length)
+{
+    for (int32_t causal = 0; causal < 2; causal++) {
+        et_kc_shape a = shape(1024, 1024, 1024, 128, 64, causal, 64, 0);
+        et_kc_shape b = shape(16384, 16384, 300, 128, 64, causal, 64, 0);
+        cr_assert_eq(et_kc_mapped_work_floats(&a), et_kc_mapped_work_floats(&b));
+        cr_assert(et_kc_mapped_work_floats(&b) <= et_kc_work_floats(&b) + 3 * 64 * 128);
+    }
+    /* one query against many keys (cross decoding): key blocks stay a chunk */
+    et_kc_shape x = shape(1, 16384, 16384, 128, 64, 0, 64, 0);
+    et_kc_shape y = shape(1, 1024, 1024, 128, 64, 0, 64, 0);
+    cr_assert_eq(et_kc_mapped_work_floats(&x), et_kc_mapped_work_floats(&y));
 }

@@ -224,22 +224,59 @@ Test(linear, refuses_causal_cross_and_bad_options)
     ((const et_attention_vtable *)etnas_plugin()->vtable)->destroy(NULL);
 }
 
-/* Work, saved and decode state grow linearly in the length (no N^2 term). */
-Test(linear, memory_linear_and_macs)
+/* Scratch does not grow with the length: features are made a chunk at a
+ * time inside the core's loops (before, phi(q) and phi(k) of the whole
+ * sequence were 2 (L+S) d floats a worker). Saved floats are den, L a head;
+ * the decode state does not depend on the length. */
+Test(linear, scratch_independent_of_length_and_macs)
 {
     attn_check_op op = open_op("chunk=64", 2);
+    for (int32_t mode = 0; mode < 3; mode++) {
+        et_attn_shape a = {1, 4, 1024, 1024, 64, 64, mode, NULL};
+        et_attn_shape b = a;
+        b.len_q = b.len_k = 16384;
+        int64_t wa = op.vt->work_floats(op.state, &a), wb = op.vt->work_floats(op.state, &b);
+        cr_assert(wa == wb, "%s: work %lld -> %lld", mode_name(mode), (long long)wa,
+                  (long long)wb);
+        /* per worker: two 64 x 64 states, the chunk step, three 64-row blocks */
+        cr_assert(wb <= 2 * (2 * (64 * 64 + 64) + 64 * 65 + 2 * 64 * 64 + 3 * 64 * 64),
+                  "%s: work %lld", mode_name(mode), (long long)wb);
+        cr_assert(op.vt->saved_floats(op.state, &b) == 4 * 16384);
+        cr_assert(op.vt->decode_floats(op.state, &b, 16384) ==
+                  op.vt->decode_floats(op.state, &a, 8));
+    }
     et_attn_shape a = {1, 4, 4096, 4096, 64, 64, ET_ATTN_MODE_CAUSAL, NULL};
-    et_attn_shape b = a;
-    b.len_q = b.len_k = 16384;
-    int64_t wa = op.vt->work_floats(op.state, &a), wb = op.vt->work_floats(op.state, &b);
-    cr_assert(wb - wa == 2 * (16384 - 4096) * 2 * 64, "work %lld -> %lld", (long long)wa,
-              (long long)wb);
-    cr_assert(op.vt->saved_floats(op.state, &b) == 4 * 16384);
-    cr_assert(op.vt->decode_floats(op.state, &b, 16384) == op.vt->decode_floats(op.state, &a, 8));
     double N = 4096, r = 64, dv = 64;
     cr_assert(op.vt->macs(op.state, &a) == 4 * (2 * N * r * dv + N * r + N * 64 * (r + dv)));
     a.mode = ET_ATTN_MODE_CROSS;
     a.len_q = 100;
     cr_assert(op.vt->macs(op.state, &a) == 4 * (r * dv * (100 + N) + r * 100));
+    attn_check_op_close(&op);
+}
+
+/* Lengths past one default chunk (64) that it does not divide, with valid
+ * keys ending inside a later chunk: reference, gradients, padding. */
+Test(linear, lengths_across_chunks)
+{
+    static const int32_t keys_long[2] = {66, 23};
+    double eps = 1e-6;
+    attn_check_op op = open_op(NULL, 2);
+    for (int32_t mode = 0; mode < 3; mode++) {
+        int cross = mode == ET_ATTN_MODE_CROSS;
+        attn_check_case c = {.batch = 2, .heads = 2, .len_q = cross ? 37 : 70, .len_k = 70,
+                             .dim_qk = 3, .dim_v = 2, .mode = mode, .key_len = keys_long,
+                             .layout = ATTN_CHECK_LAYOUT_BTHC, .scale = 1.0,
+                             .seed = 901 + mode};
+        double e = attn_check_reference(&op, &c, ref_linear, &eps);
+        cr_assert(e <= TOL_REF, "%s: reference err %g > %g", mode_name(mode), e, TOL_REF);
+        double e3[3];
+        e = attn_check_grad(&op, &c, 5e-3, e3);
+        cr_log_info("linear grad L=%d %s: q %.3g k %.3g v %.3g", c.len_q, mode_name(mode), e3[0],
+                    e3[1], e3[2]);
+        cr_assert(e <= TOL_GRAD, "%s: dq %g dk %g dv %g > %g", mode_name(mode), e3[0], e3[1],
+                  e3[2], TOL_GRAD);
+        e = attn_check_padding(&op, &c, 70);
+        cr_assert(e <= TOL_PAD, "%s: padding err %g > %g", mode_name(mode), e, TOL_PAD);
+    }
     attn_check_op_close(&op);
 }
