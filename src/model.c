@@ -368,6 +368,12 @@ int64_t et_model_activation_bytes(const et_model *m)
     return m->act_need * (int64_t)sizeof(float);
 }
 
+static int ends_with(const char *s, size_t len, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return len >= n && !strcmp(s + len - n, suffix);
+}
+
 void et_model_init(et_model *m, uint64_t seed)
 {
     et_rng base = et_rng_from_seed(seed);
@@ -379,7 +385,7 @@ void et_model_init(et_model *m, uint64_t seed)
         const char *kind = dot ? dot + 1 : x->name;
         et_rng r = et_rng_split(&base, (uint64_t)t);
         size_t len = strlen(x->name);
-        if (len >= 12 && !strcmp(x->name + len - 12, "dconv.weight")) {
+        if (ends_with(x->name, len, "dconv.weight")) {
             /* identity at init: the tap that reads position t is 1 (tap 0
              * in causal decoders, the centre tap in encoders) */
             memset(p, 0, sizeof(float) * (size_t)n);
@@ -393,6 +399,18 @@ void et_model_init(et_model *m, uint64_t seed)
                 p[i] = 1.0f;
         } else if (!strcmp(kind, "beta") || !strcmp(kind, "bias")) {
             memset(p, 0, sizeof(float) * (size_t)n);
+        } else if (m->cfg.init == ET_INIT_XAVIER && !strcmp(kind, "weight") && x->rows > 1 &&
+                   !ends_with(x->name, len, "conv_dw.weight")) {
+            /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)), on the tensor at its
+             * maxima (a fused QKV matrix as torch's multi-head attention) */
+            double a = sqrt(6.0 / ((double)x->rows + (double)x->cols));
+            for (int64_t i = 0; i < n; i++)
+                p[i] = (float)(a * (2.0 * et_rng_uniform(&r) - 1.0));
+        } else if (m->cfg.init == ET_INIT_XAVIER && !strcmp(kind, "tok")) {
+            /* N(0, 1/E): the lookup's sqrt(E) scale makes unit variance */
+            double sd = 1.0 / sqrt((double)x->cols);
+            for (int64_t i = 0; i < n; i++)
+                p[i] = (float)(sd * et_rng_normal(&r));
         } else {
             for (int64_t i = 0; i < n; i++) {
                 double z;

@@ -46,7 +46,14 @@ typedef struct et_model_config {
     /* one per choice of the decoder's self- and cross-attention lists */
     const et_attn_impl *dec_attention, *cross_attention;
     float activation_dropout; /* dropout on the FFN's hidden activations */
+    int32_t init;             /* et_init: how et_model_init draws the parameters */
 } et_model_config;
+
+/* Parameter initialisation schemes (the [train] option `init`). */
+typedef enum et_init {
+    ET_INIT_NORMAL = 0, /* every matrix and table N(0, 0.02^2) cut at 2 std (BERT, ViT) */
+    ET_INIT_XAVIER = 1  /* matrices Xavier-uniform, token tables N(0, 1/E) (fairseq) */
+} et_init;
 
 typedef struct et_model et_model;
 
@@ -145,8 +152,8 @@ float *et_model_grads(et_model *m, int64_t *n);
 const et_tensor *et_model_tensors(const et_model *m, int32_t *n);
 /* Zero the gradients of the bound slices. */
 void et_model_zero_grads(et_model *m);
-/* Initialise every parameter (truncated normal 0.02 for matrices, zeros and
- * ones for biases and norms), seeded. */
+/* Initialise every parameter, seeded, by cfg.init (et_init) — zeros and
+ * ones for biases and norms, an identity tap for Primer's dconv. */
 void et_model_init(et_model *m, uint64_t seed);
 
 /* The model's space, and the bound architecture (NULL before any bind). */

@@ -708,3 +708,71 @@ Test(seq2seq, one_hot_standard_candidate_equals_standard_blocks)
     cr_assert_float_eq(soft, hard, 1e-4 * fabs(hard), "soft %g against discrete %g", soft, hard);
     et_model_destroy(f.m);
 }
+
+/* init = xavier: every matrix within its Xavier bound a = sqrt(6 / (rows +
+ * cols)) and spread over it (max |w| > a / 2, mean square a^2 / 3), token
+ * tables N(0, 1/E) (mean square 1/E); depthwise kernels, biases and norms as
+ * under init = normal; init = normal: every matrix and table inside
+ * 2 * 0.02. Mean squares of n values are held to 4 standard errors of the
+ * estimate: relative sqrt(0.8 / n) for uniform, sqrt(2 / n) for normal. */
+Test(seq2seq, init_schemes)
+{
+    et_space s = tu_space(S2S_CONV_SPACE("pre"));
+    for (int32_t scheme = ET_INIT_NORMAL; scheme <= ET_INIT_XAVIER; scheme++) {
+        et_host_init(&host, 3, 1, &s);
+        et_model_config cfg = {.max_len = S, .max_batch = B, .enc_attention = ref_impl,
+                               .dec_attention = ref_impl, .cross_attention = ref_impl,
+                               .src_vocab = V, .tgt_vocab = V, .max_tgt_len = T,
+                               .positions = ET_POSITIONS_LEARNED, .init = scheme};
+        et_model *m;
+        char *err = NULL;
+        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
+        et_model_init(m, 3);
+        int32_t nt, matrices = 0, tables = 0;
+        const et_tensor *ts = et_model_tensors(m, &nt);
+        float *p = et_model_params(m, NULL);
+        for (int32_t t = 0; t < nt; t++) {
+            const et_tensor *x = &ts[t];
+            const float *w = p + x->offset;
+            int64_t n = (int64_t)x->rows * x->cols;
+            const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
+            double maxabs = 0, ms = 0;
+            for (int64_t i = 0; i < n; i++) {
+                maxabs = fmax(maxabs, fabs(w[i]));
+                ms += (double)w[i] * w[i] / (double)n;
+            }
+            if (!strcmp(kind, "gamma") || !strcmp(kind, "beta") || !strcmp(kind, "bias") ||
+                strstr(x->name, "dconv") || strstr(x->name, "conv_dw")) {
+                if (!strcmp(kind, "gamma"))
+                    cr_expect_eq(ms, 1.0, "%s", x->name);
+                else if (!strstr(x->name, "conv_dw"))
+                    cr_expect_eq(maxabs, 0.0, "%s", x->name);
+                else
+                    cr_expect_leq(maxabs, 0.04 + 1e-7, "%s", x->name);
+                continue;
+            }
+            if (scheme == ET_INIT_NORMAL) {
+                cr_expect_leq(maxabs, 0.04 + 1e-7, "%s", x->name);
+                cr_expect_gt(maxabs, 0.0, "%s", x->name);
+            } else if (!strcmp(kind, "weight")) {
+                double a = sqrt(6.0 / (x->rows + x->cols));
+                cr_expect_leq(maxabs, a + 1e-7, "%s", x->name);
+                cr_expect_gt(maxabs, a / 2, "%s", x->name);
+                cr_expect(fabs(ms / (a * a / 3) - 1) < 4 * sqrt(0.8 / (double)n),
+                          "%s: mean square %g, a^2/3 %g", x->name, ms, a * a / 3);
+                matrices++;
+            } else if (!strcmp(kind, "tok")) {
+                cr_expect(fabs(ms * x->cols - 1) < 4 * sqrt(2.0 / (double)n),
+                          "%s: mean square %g, 1/E %g", x->name, ms, 1.0 / x->cols);
+                tables++;
+            } else {
+                cr_expect_leq(maxabs, 0.04 + 1e-7, "%s", x->name); /* positions */
+            }
+        }
+        if (scheme == ET_INIT_XAVIER) {
+            cr_expect_geq(matrices, 10);
+            cr_expect_eq(tables, 2);
+        }
+        et_model_destroy(m);
+    }
+}
