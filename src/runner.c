@@ -63,6 +63,25 @@ typedef struct proxy_inst {
     void *state;
 } proxy_inst;
 
+/* An arch whose stack `stack` runs self-attention operators of its own
+ * (train_custom's texts): the experiment's space with those texts as the
+ * stack's attention list, the arch pointing into it, the operators
+ * resolved, and, made on first use, their MAC-counting instances and
+ * models built with them. While its costs are measured (runner.custom),
+ * the proxies see that space and the host answers for those operators. */
+typedef struct custom_arch {
+    int32_t stack; /* 0 encoder, 1 decoder (ET_STACK_ENC_SELF, ET_STACK_DEC_SELF) */
+    et_space space;
+    et_arch arch;
+    int32_t n; /* operators resolved */
+    et_attn_choice ch[ET_MAX_CHOICES];
+    et_attn_impl impl[ET_MAX_CHOICES];
+    void *macs_state[ET_MAX_CHOICES];
+    et_model *model;    /* latency, memory and training */
+    et_model *zc_model; /* zero-cost scoring at initialisation */
+    int32_t zc_batch;
+} custom_arch;
+
 struct runner {
     et_experiment *x;
     char *out_dir, *store_path, *ckpt_path;
@@ -86,6 +105,7 @@ struct runner {
     float *probe;     /* (1, max_src_len, input_dim) zeros: the latency probe's input */
     et_model *zc_model; /* zero-cost scoring at initialisation */
     int32_t zc_batch;
+    custom_arch *custom; /* the arch whose costs are being measured, if custom */
 };
 
 static double now(void)
@@ -133,13 +153,15 @@ static const et_option_value *final_opt(const runner *r, const char *key)
 /* All figures of proxy p for arch, measured once per run: the first
  * measurement is kept in the store, so every later question about the arch
  * (a constraint, an evaluation's costs, a resumed run's replay) gets the
- * same figures, noisy measurements such as latency included. */
+ * same figures, noisy measurements such as latency included. A custom
+ * arch's key is its text with its own operators. */
 static int measure_cached(runner *r, size_t p, const et_arch *arch, double vals[32], char **err)
 {
     const et_proxy_vtable *vt = r->proxies[p].sp->plugin->desc->vtable;
     char key[160];
+    const et_space *space = r->custom ? &r->custom->space : &r->x->space;
     snprintf(key, sizeof key, "cost/%s/%016llx", r->proxies[p].sp->sec->name,
-             (unsigned long long)et_arch_hash(&r->x->space, arch));
+             (unsigned long long)et_arch_hash(space, arch));
     void *data;
     size_t n;
     int rc = et_store_blob_get(r->store, r->run_id, key, &data, &n, err);
@@ -322,6 +344,185 @@ static et_model_config model_config(const runner *r)
                              .cross_attention = r->impl[ET_STACK_DEC_CROSS]};
 }
 
+/* ---------------------------------------------------------------- custom operators */
+
+static void custom_close(custom_arch *c)
+{
+    if (!c)
+        return;
+    for (int32_t i = 0; i < c->n; i++) {
+        if (c->macs_state[i])
+            c->impl[i].vt->destroy(c->macs_state[i]);
+        et_attn_choice_free(&c->ch[i]);
+    }
+    et_model_destroy(c->model);
+    et_model_destroy(c->zc_model);
+    free(c);
+}
+
+/* The arch with ops[l] as layer l's self-attention in stack `stack`
+ * (layers without attention ignore theirs); `who` names the service in
+ * errors. */
+static int custom_open(runner *r, const et_arch *arch, int32_t stack, const char *const *ops,
+                       const char *who, custom_arch **out, char **err)
+{
+    *out = NULL;
+    const et_stack_space *xs = stack == 1 ? &r->x->space.dec : &r->x->space.enc;
+    if ((stack != 0 && stack != 1) || !xs->present || !arch || !ops)
+        return et_fail(err, ET_STATUS_ERR_USAGE,
+                       "%s: needs an arch, a present stack (0 encoder, 1 decoder) and operator "
+                       "texts",
+                       who);
+    custom_arch *c = calloc(1, sizeof *c);
+    if (!c)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    c->stack = stack;
+    c->space = r->x->space;
+    c->arch = *arch;
+    /* the operators become the stack's list; the arch points into it */
+    et_stack_space *ss = stack == 1 ? &c->space.dec : &c->space.enc;
+    et_stack_arch *sa = stack == 1 ? &c->arch.dec : &c->arch.enc;
+    et_text_choices list = {0};
+    int rc = 0;
+    for (int32_t l = 0; l < sa->layers && l < ET_MAX_LAYERS && !rc; l++) {
+        et_layer_arch *g = &sa->layer[l];
+        int attn = g->block == ET_BLOCK_STANDARD || g->block == ET_BLOCK_ATTENTION_ONLY;
+        g->attention = 0;
+        if (!attn)
+            continue;
+        if (!ops[l] || !*ops[l] || strlen(ops[l]) >= ET_MAX_CHOICE_TEXT) {
+            rc = et_fail(err, ET_STATUS_ERR_USAGE,
+                         "%s: layer %d: an operator text of 1..%d characters", who, l,
+                         ET_MAX_CHOICE_TEXT - 1);
+            break;
+        }
+        int32_t k = 0;
+        while (k < list.n && strcmp(list.v[k], ops[l]))
+            k++;
+        if (k == list.n) {
+            if (list.n == ET_MAX_CHOICES) {
+                rc = et_fail(err, ET_STATUS_ERR_USAGE, "%s: over %d operators", who,
+                             ET_MAX_CHOICES);
+                break;
+            }
+            snprintf(list.v[list.n++], ET_MAX_CHOICE_TEXT, "%s", ops[l]);
+        }
+        g->attention = k;
+    }
+    if (!rc) {
+        if (!list.n)
+            snprintf(list.v[list.n++], ET_MAX_CHOICE_TEXT, "%s", ss->attention.v[0]);
+        ss->attention = list;
+        char *verr = NULL;
+        if (et_arch_validate(&c->space, &c->arch, &verr)) {
+            rc = et_fail(err, ET_STATUS_ERR_USAGE, "%s: %s", who, verr);
+            free(verr);
+        }
+    }
+    for (int32_t i = 0; !rc && i < list.n; i++) {
+        c->n = i + 1;
+        rc = et_attn_choice_resolve(&r->x->reg, list.v[i], who,
+                                    stack ? "decoder_attention" : "encoder_attention", "", 0,
+                                    &c->ch[i], err);
+        if (!rc)
+            c->impl[i] = (et_attn_impl){c->ch[i].plugin->desc->vtable, c->ch[i].opts};
+    }
+    if (rc) {
+        custom_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* The engine's configuration with c's operators. */
+static et_model_config custom_config(const runner *r, const custom_arch *c)
+{
+    et_model_config mc = model_config(r);
+    if (c->stack == 0)
+        mc.enc_attention = c->impl;
+    else
+        mc.dec_attention = c->impl;
+    return mc;
+}
+
+/* c->model, made and initialised (as train_custom starts from scratch)
+ * on first use. */
+static int custom_model(runner *r, custom_arch *c, char **err)
+{
+    if (c->model)
+        return 0;
+    et_model_config mc = custom_config(r, c);
+    et_model *m = NULL;
+    int rc = et_model_create(&c->space, &mc, &r->base, &m, err);
+    if (rc) {
+        et_model_destroy(m);
+        return rc;
+    }
+    et_model_init(m, r->base.seed ^ UINT64_C(0xc057011));
+    c->model = m;
+    return 0;
+}
+
+/* From here until custom_leave, the proxies measure c: they see its space,
+ * and the host's MAC counts, latency, memory and zero-cost scoring use its
+ * operators. */
+static int custom_enter(runner *r, custom_arch *c, char **err)
+{
+    for (int32_t i = 0; i < c->n; i++) {
+        if (c->macs_state[i])
+            continue;
+        char *perr = NULL;
+        int rc = c->impl[i].vt->create(&r->task_host, c->ch[i].opts, &c->macs_state[i], &perr);
+        if (rc) {
+            et_fail(err, rc, "attention %s: %s", c->ch[i].text, perr ? perr : "failed");
+            free(perr);
+            c->macs_state[i] = NULL;
+            return rc;
+        }
+    }
+    r->custom = c;
+    for (size_t p = 0; p < r->x->n_proxies; p++)
+        r->proxies[p].host.space = &c->space;
+    return 0;
+}
+
+static void custom_leave(runner *r)
+{
+    r->custom = NULL;
+    for (size_t p = 0; p < r->x->n_proxies; p++)
+        r->proxies[p].host.space = &r->x->space;
+}
+
+static int has_figure(const runner *r, const char *figure)
+{
+    for (size_t p = 0; p < r->x->n_proxies; p++) {
+        const et_proxy_vtable *vt = r->proxies[p].sp->plugin->desc->vtable;
+        for (size_t k = 0; vt->figures && vt->figures[k]; k++)
+            if (!strcmp(vt->figures[k], figure))
+                return 1;
+    }
+    return 0;
+}
+
+/* One figure (NULL: every figure, into all) or the constraints (ok not
+ * NULL) of c, measured with its operators. */
+static int custom_costs(runner *r, custom_arch *c, const char *figure, double *value,
+                        et_store_figures *all, int32_t *ok, char **err)
+{
+    int rc = custom_enter(r, c, err);
+    if (rc)
+        return rc;
+    if (ok)
+        rc = satisfies(r, &c->arch, ok, err);
+    else if (figure)
+        rc = proxy_cost(r, &c->arch, figure, value, err);
+    else
+        rc = all_costs(r, &c->arch, all, err);
+    custom_leave(r);
+    return rc;
+}
+
 /* Train arch from scratch on a fresh model (the supernet is untouched). */
 static int standalone(runner *r, const et_arch *arch, int64_t steps, int32_t split,
                       double *metric, double *loss, double *repeat_share, char **err)
@@ -475,25 +676,24 @@ static int host_satisfies(void *ctx, const et_arch *arch, int32_t *ok, char **er
 /* One timed inference of the latency convention (spec/costs.md): a
  * classifier's forward at the task's length, or a seq2seq model's encoder
  * on 30 source tokens and 30 incremental decoding steps (batch 1). */
-static int latency_once(runner *r, const et_arch *arch, int32_t len, char **err)
+static int latency_once(runner *r, et_model *m, int32_t len, char **err)
 {
     double loss;
     if (r->info.model_kind == ET_MODEL_KIND_ENCODER) {
         int32_t label = 0;
         et_batch b = {.size = 1, .src_len = len, .src_vec = r->probe, .labels = &label};
-        return et_model_forward(r->model, &b, 0, 0, 0, &loss, NULL, err);
+        return et_model_forward(m, &b, 0, 0, 0, &loss, NULL, err);
     }
-    (void)arch;
     int32_t *tok = (int32_t *)r->probe, steps = len;
     for (int32_t i = 0; i < len; i++)
         tok[i] = r->info.eos + 2 < r->info.src_vocab ? r->info.eos + 2 : 0;
     int32_t src_len = len;
     et_batch b = {.size = 1, .src_len = len, .src_tok = tok, .src_lens = &src_len};
-    int rc = et_model_decode_begin(r->model, &b, 1, steps, err);
+    int rc = et_model_decode_begin(m, &b, 1, steps, err);
     int32_t next = r->info.bos;
     for (int32_t t = 0; t < steps && !rc; t++) {
         const float *lp;
-        rc = et_model_decode_step(r->model, &next, t, &lp, err);
+        rc = et_model_decode_step(m, &next, t, &lp, err);
         next = tok[0];
     }
     return rc;
@@ -517,9 +717,13 @@ static int host_measure_latency(void *ctx, const et_arch *arch, int32_t warmup, 
     size_t floats = (size_t)len * (size_t)(r->info.input_dim > 1 ? r->info.input_dim : 1) + 1;
     if (!r->probe && !(r->probe = calloc(floats, sizeof *r->probe)))
         return et_fail(err, ET_STATUS_ERR_NOMEM, "latency: out of memory");
-    int rc = et_model_bind(r->model, arch, 1, r->info.model_kind == ET_MODEL_KIND_ENCODER
-                                                  ? len
-                                                  : (len > 0 ? len : 1),
+    /* a custom arch runs on a model with its own operators */
+    int rc = r->custom ? custom_model(r, r->custom, err) : 0;
+    et_model *m = r->custom ? r->custom->model : r->model;
+    if (!rc)
+        rc = et_model_bind(m, arch, 1, r->info.model_kind == ET_MODEL_KIND_ENCODER
+                                           ? len
+                                           : (len > 0 ? len : 1),
                            err);
     if (rc)
         return rc;
@@ -528,7 +732,7 @@ static int host_measure_latency(void *ctx, const et_arch *arch, int32_t warmup, 
         return et_fail(err, ET_STATUS_ERR_NOMEM, "latency: out of memory");
     for (int32_t i = 0; i < warmup + runs && !rc; i++) {
         double t0 = now();
-        rc = latency_once(r, arch, len, err);
+        rc = latency_once(r, m, len, err);
         if (i >= warmup)
             t[i - warmup] = 1e3 * (now() - t0);
     }
@@ -544,17 +748,20 @@ static int host_training_bytes(void *ctx, const et_arch *arch, int32_t batch, do
     runner *r = ((strategy *)ctx)->r;
     if (batch <= 0)
         batch = r->tcfg.batch_size;
-    int rc = et_model_bind(r->model, arch, batch, r->info.max_src_len, err);
+    int rc = r->custom ? custom_model(r, r->custom, err) : 0;
+    et_model *m = r->custom ? r->custom->model : r->model;
+    if (!rc)
+        rc = et_model_bind(m, arch, batch, r->info.max_src_len, err);
     if (rc)
         return rc;
     int32_t nt;
-    const et_tensor *t = et_model_tensors(r->model, &nt);
+    const et_tensor *t = et_model_tensors(m, &nt);
     double params = 0;
     for (int32_t i = 0; i < nt; i++)
         params += (double)t[i].bound_rows * t[i].bound_cols;
     /* parameter, gradient, two AdamW moments (floats) and an update count */
     *bytes = params * (4.0 * sizeof(float) + sizeof(int64_t)) +
-             (double)et_model_activation_bytes(r->model);
+             (double)et_model_activation_bytes(m);
     return 0;
 }
 
@@ -562,6 +769,12 @@ static double host_attention_macs(void *ctx, int32_t stack, int32_t choice,
                                   const struct et_attn_shape *shape)
 {
     runner *r = ((strategy *)ctx)->r;
+    const custom_arch *c = r->custom;
+    if (c && stack == c->stack) {
+        if (choice < 0 || choice >= c->n || !c->macs_state[choice])
+            return NAN;
+        return c->impl[choice].vt->macs(c->macs_state[choice], shape);
+    }
     if (stack < 0 || stack > 2 || choice < 0 || choice >= r->x->n_attn[stack] ||
         !r->macs_state[stack][choice])
         return NAN;
@@ -849,16 +1062,20 @@ static int host_zerocost(void *ctx, const et_arch *arch, int32_t batch, uint64_t
     runner *r = ((strategy *)ctx)->r;
     if (batch < 2)
         return et_fail(err, ET_STATUS_ERR_USAGE, "zero-cost: batch must be >= 2");
-    if (!r->zc_model || r->zc_batch < batch) {
-        et_model_destroy(r->zc_model);
-        r->zc_model = NULL;
-        et_model_config mc = model_config(r);
+    /* a custom arch is scored on a model with its own operators */
+    custom_arch *c = r->custom;
+    et_model **zc = c ? &c->zc_model : &r->zc_model;
+    int32_t *zc_batch = c ? &c->zc_batch : &r->zc_batch;
+    if (!*zc || *zc_batch < batch) {
+        et_model_destroy(*zc);
+        *zc = NULL;
+        et_model_config mc = c ? custom_config(r, c) : model_config(r);
         mc.max_batch = batch;
         mc.dropout = 0;
-        int rc = et_model_create(&r->x->space, &mc, &r->base, &r->zc_model, err);
+        int rc = et_model_create(c ? &c->space : &r->x->space, &mc, &r->base, zc, err);
         if (rc)
             return rc;
-        r->zc_batch = batch;
+        *zc_batch = batch;
     }
     et_batch b;
     char *terr = NULL;
@@ -869,9 +1086,9 @@ static int host_zerocost(void *ctx, const et_arch *arch, int32_t batch, uint64_t
         return rc;
     }
     for (int k = 0; k < ET_ZC_KINDS; k++)
-        if ((rc = et_zerocost(r->zc_model, arch, &b, k, seed, &values[k], err)))
+        if ((rc = et_zerocost(*zc, arch, &b, k, seed, &values[k], err)))
             return rc;
-    values[ET_ZC_KINDS] = et_zerocost_lts(r->zc_model);
+    values[ET_ZC_KINDS] = et_zerocost_lts(*zc);
     return 0;
 }
 
@@ -896,54 +1113,24 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
         *weights = NULL;
         *weights_n = 0;
     }
-    et_space sp = r->x->space;
-    et_stack_space *ss = stack == 1 ? &sp.dec : &sp.enc;
-    if ((stack != 0 && stack != 1) || !ss->present || !ops || steps < 1 ||
-        (split != ET_SPLIT_VALID && split != ET_SPLIT_TEST))
+    if (steps < 1 || (split != ET_SPLIT_VALID && split != ET_SPLIT_TEST))
         return et_fail(err, ET_STATUS_ERR_USAGE,
-                       "train_custom: needs a present stack, operator texts, steps >= 1 and the "
-                       "valid or test split");
-    /* the operators become the stack's list; the arch points into it */
-    et_arch a = *arch;
-    et_stack_arch *sa = stack == 1 ? &a.dec : &a.enc;
-    et_text_choices list = {0};
-    for (int32_t l = 0; l < sa->layers; l++) {
-        et_layer_arch *g = &sa->layer[l];
-        int attn = g->block == ET_BLOCK_STANDARD || g->block == ET_BLOCK_ATTENTION_ONLY;
-        g->attention = 0;
-        if (!attn)
-            continue;
-        if (!ops[l] || !*ops[l] || strlen(ops[l]) >= ET_MAX_CHOICE_TEXT)
-            return et_fail(err, ET_STATUS_ERR_USAGE,
-                           "train_custom: layer %d: an operator text of 1..%d characters", l,
-                           ET_MAX_CHOICE_TEXT - 1);
-        int32_t k = 0;
-        while (k < list.n && strcmp(list.v[k], ops[l]))
-            k++;
-        if (k == list.n) {
-            if (list.n == ET_MAX_CHOICES)
-                return et_fail(err, ET_STATUS_ERR_USAGE, "train_custom: over %d operators",
-                               ET_MAX_CHOICES);
-            snprintf(list.v[list.n++], ET_MAX_CHOICE_TEXT, "%s", ops[l]);
-        }
-        g->attention = k;
-    }
-    if (!list.n)
-        snprintf(list.v[list.n++], ET_MAX_CHOICE_TEXT, "%s", ss->attention.v[0]);
-    ss->attention = list;
-    char *verr = NULL;
-    if (et_arch_validate(&sp, &a, &verr)) {
-        int rc = et_fail(err, ET_STATUS_ERR_USAGE, "train_custom: %s", verr);
-        free(verr);
+                       "train_custom: needs steps >= 1 and the valid or test split");
+    custom_arch *c;
+    int rc = custom_open(r, arch, stack, ops, "train_custom", &c, err);
+    if (rc)
         return rc;
-    }
+    void *blob = NULL;
+    size_t blob_n = 0;
     /* the store key: the arch with its operators, the steps and the init */
     char *text = malloc(16384);
-    if (!text)
-        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-    if (et_arch_format(&sp, &a, text, 16384) < 0) {
-        free(text);
-        return et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
+    if (!text) {
+        rc = et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (et_arch_format(&c->space, &c->arch, text, 16384) < 0) {
+        rc = et_fail(err, ET_STATUS_ERR_USAGE, "architecture text too long");
+        goto done;
     }
     uint64_t ih = init ? fnv_bytes(UINT64_C(0xcbf29ce484222325), init,
                                    sizeof(float) * (size_t)(init_n > 0 ? init_n : 0))
@@ -953,55 +1140,33 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
              (unsigned long long)ih);
     et_store_eval_key key = {r->run_id, s->sp->sec->name,
                              split == ET_SPLIT_TEST ? "test" : "valid", cond,
-                             et_arch_hash(&sp, &a), text};
+                             et_arch_hash(&c->space, &c->arch), text};
     uint64_t kh = fnv_bytes(fnv_bytes(UINT64_C(0xcbf29ce484222325), text, strlen(text)), cond,
                             strlen(cond));
     snprintf(wkey, sizeof wkey, "weights/%s/%s/%016llx", s->sp->sec->name, key.split,
              (unsigned long long)kh);
     et_store_eval got;
-    int rc = et_store_eval_get(r->store, &key, &got, err);
-    void *blob = NULL;
-    size_t blob_n = 0;
+    rc = et_store_eval_get(r->store, &key, &got, err);
     if (rc == 1 && weights) {
         int b = et_store_blob_get(r->store, r->run_id, wkey, &blob, &blob_n, err);
         if (b < 0) {
-            free(text);
-            return b;
+            rc = b;
+            goto done;
         }
         if (b == 0)
             rc = 0; /* the weights were not kept: train again */
     }
-    if (rc < 0) {
-        free(text);
-        return rc;
-    }
+    if (rc < 0)
+        goto done;
     int from_store = rc == 1;
     rc = 0;
-    et_model *m = NULL;
-    et_attn_choice ch[ET_MAX_CHOICES];
-    et_attn_impl impl[ET_MAX_CHOICES]; /* the model reads them until it is destroyed */
-    int32_t n_ch = 0;
     if (!from_store) {
-        for (; n_ch < list.n; n_ch++) {
-            rc = et_attn_choice_resolve(&r->x->reg, list.v[n_ch], "train_custom",
-                                        stack ? "decoder_attention" : "encoder_attention", "", 0,
-                                        &ch[n_ch], err);
-            if (rc) {
-                n_ch++;
-                goto done;
-            }
-            impl[n_ch] = (et_attn_impl){ch[n_ch].plugin->desc->vtable, ch[n_ch].opts};
-        }
-        et_model_config mc = model_config(r);
-        if (stack == 0)
-            mc.enc_attention = impl;
-        else
-            mc.dec_attention = impl;
         double t0 = now(), metric = 0, loss = 0;
-        if ((rc = et_model_create(&sp, &mc, &r->base, &m, err)))
+        /* a fresh model starts initialised from the experiment's seed */
+        if ((rc = custom_model(r, c, err)))
             goto done;
         int64_t n;
-        float *p = et_model_params(m, &n);
+        float *p = et_model_params(c->model, &n);
         if (init && init_n != n) {
             rc = et_fail(err, ET_STATUS_ERR_USAGE,
                          "train_custom: init has %lld floats, the model %lld parameters",
@@ -1010,16 +1175,14 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
         }
         if (init)
             memcpy(p, init, sizeof(float) * (size_t)n);
-        else
-            et_model_init(m, r->base.seed ^ UINT64_C(0xc057011));
         et_train_config tc = r->tcfg;
         tc.steps = steps;
         tc.optim.total_steps = steps;
         et_trainer t;
-        if (!(rc = et_trainer_create(&t, &tc, m, r->task_vt, r->task, &r->info, err))) {
-            rc = et_trainer_run(&t, steps, &a, NULL, err);
+        if (!(rc = et_trainer_create(&t, &tc, c->model, r->task_vt, r->task, &r->info, err))) {
+            rc = et_trainer_run(&t, steps, &c->arch, NULL, err);
             if (!rc)
-                rc = et_trainer_evaluate(&t, &a, split, &metric, &loss, err);
+                rc = et_trainer_evaluate(&t, &c->arch, split, &metric, &loss, err);
         }
         et_trainer_destroy(&t);
         if (rc)
@@ -1028,8 +1191,8 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
         snprintf(got.stage, sizeof got.stage, "%s", final_rank >= 0 ? "final" : "custom");
         et_store_figures_add(&got.metrics, "metric", metric);
         et_store_figures_add(&got.metrics, "loss", loss);
-        /* costs of the arch as the caller gave it (operator MACs of the space's choice) */
-        if ((rc = all_costs(r, arch, &got.costs, err)))
+        /* the costs of the arch with its own operators */
+        if ((rc = custom_costs(r, c, NULL, NULL, &got.costs, NULL, err)))
             goto done;
         got.wall = now() - t0;
         if (weights &&
@@ -1066,10 +1229,40 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
     }
 done:
     free(blob);
-    for (int32_t i = 0; i < n_ch; i++)
-        et_attn_choice_free(&ch[i]);
-    et_model_destroy(m);
     free(text);
+    custom_close(c);
+    return rc;
+}
+
+static int host_cost_custom(void *ctx, const et_arch *arch, int32_t stack, const char *const *ops,
+                            const char *figure, double *value, char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    *value = NAN;
+    if (!figure)
+        return et_fail(err, ET_STATUS_ERR_USAGE, "cost_custom: no figure named");
+    if (!has_figure(r, figure))
+        return 0;
+    custom_arch *c;
+    int rc = custom_open(r, arch, stack, ops, "cost_custom", &c, err);
+    if (!rc)
+        rc = custom_costs(r, c, figure, value, NULL, NULL, err);
+    custom_close(c);
+    return rc;
+}
+
+static int host_satisfies_custom(void *ctx, const et_arch *arch, int32_t stack,
+                                 const char *const *ops, int32_t *ok, char **err)
+{
+    runner *r = ((strategy *)ctx)->r;
+    *ok = 1;
+    if (!r->x->n_constraints)
+        return 0;
+    custom_arch *c;
+    int rc = custom_open(r, arch, stack, ops, "satisfies_custom", &c, err);
+    if (!rc)
+        rc = custom_costs(r, c, NULL, NULL, NULL, ok, err);
+    custom_close(c);
     return rc;
 }
 
@@ -1121,6 +1314,8 @@ static void host_for(runner *r, et_host *h, const char *section, void *ctx)
     h->zerocost = host_zerocost;
     h->train_custom = host_train_custom;
     h->propose = host_propose;
+    h->cost_custom = host_cost_custom;
+    h->satisfies_custom = host_satisfies_custom;
 }
 
 static char *effective_ini(const et_experiment *x)

@@ -7,7 +7,10 @@
  * parent's training returned (BIWS), a parent one mutation away; the first
  * member trains from scratch; UCB counts one try per child; equal seeds
  * replay the same calls and log lines, other seeds differ; bad options and
- * a host without train_custom are refused. */
+ * a host without train_custom are refused; with a host that applies
+ * constraints to the graphs (satisfies_custom), children that break them
+ * are never trained, and a seed that breaks them is trained but never a
+ * final result; the report gives the host's costs of the graphs. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdarg.h>
@@ -47,7 +50,15 @@ typedef struct fake {
     char log[1 << 18];
     size_t log_len;
     int64_t ucb_tries;
+    int32_t constrain; /* a CONSTRAIN_* of satisfies_custom; NONE: no such service */
+    int64_t n_satisfies;
 } fake;
+
+/* What the fake satisfies_custom accepts: attention layers whose text is
+ * no longer than the standard graph's (no insertion), or nothing. */
+enum { CONSTRAIN_NONE, CONSTRAIN_LENGTH, CONSTRAIN_NOTHING };
+
+#define STANDARD_OP "opgraph(graph=matmul(softmax(scale(matmul(Q,transpose(K)))),V))"
 
 static et_space make_space(int32_t kind)
 {
@@ -179,6 +190,41 @@ static int fake_train_custom(void *ctx, const et_arch *arch, int32_t stack,
     return 0;
 }
 
+static int fake_satisfies_custom(void *ctx, const et_arch *arch, int32_t stack,
+                                 const char *const *ops, int32_t *ok, char **err)
+{
+    fake *f = ctx;
+    (void)err;
+    const et_stack_arch *sa = stack ? &arch->dec : &arch->enc;
+    f->n_satisfies++;
+    *ok = f->constrain != CONSTRAIN_NOTHING;
+    for (int l = 0; l < LAYERS && f->constrain == CONSTRAIN_LENGTH; l++)
+        if (sa->layer[l].block == ET_BLOCK_STANDARD && strlen(ops[l]) > strlen(STANDARD_OP))
+            *ok = 0;
+    return 0;
+}
+
+/* FLOPs: a millionth of the operator texts' length; latency 0.25 ms; no
+ * other figure. */
+static int fake_cost_custom(void *ctx, const et_arch *arch, int32_t stack,
+                            const char *const *ops, const char *figure, double *value,
+                            char **err)
+{
+    (void)ctx;
+    (void)arch;
+    (void)stack;
+    (void)err;
+    *value = NAN;
+    if (!strcmp(figure, "latency_ms"))
+        *value = 0.25;
+    if (!strcmp(figure, "flops_g")) {
+        *value = 0;
+        for (int l = 0; l < LAYERS; l++)
+            *value += 1e-6 * (double)strlen(ops[l]);
+    }
+    return 0;
+}
+
 static void fake_init(fake *f, int32_t kind)
 {
     memset(f, 0, sizeof *f);
@@ -213,6 +259,10 @@ static int search(fake *f, const char *options, uint64_t seed, int with_service,
     host.progress = NULL;
     host.task = &f->info;
     host.train_custom = with_service ? fake_train_custom : NULL;
+    if (f->constrain != CONSTRAIN_NONE) {
+        host.satisfies_custom = fake_satisfies_custom;
+        host.cost_custom = fake_cost_custom;
+    }
     const et_search_vtable *vt = etnas_plugin()->vtable;
     void *state = NULL;
     int rc = vt->create(&host, v, &state, err);
@@ -430,5 +480,61 @@ Test(opnas, graphs_with_non_finite_outputs_are_never_trained)
             cr_assert_eq(graph_output_finite(&g, OPGRAPH_CTX_SAME_LEN | OPGRAPH_CTX_SAME_DIM, 16,
                                              4, 1e13, &r), 1, "%s", text);
         }
+    free(f);
+}
+
+/* The count of one kind of rejection in the log's summary line. */
+static long long rejected(const fake *f, const char *kind)
+{
+    const char *line = strstr(f->log, "opnas rejected before training: ");
+    cr_assert(line, "%s", f->log);
+    const char *at = strstr(line, kind);
+    cr_assert(at, "%s", line);
+    while (at > line && (at[-1] == ' ' || (at[-1] >= '0' && at[-1] <= '9')))
+        at--;
+    return atoll(at);
+}
+
+Test(opnas, children_breaking_a_constraint_are_never_trained)
+{
+    fake *f = malloc(sizeof *f);
+    cr_assert(f);
+    fake_init(f, ET_MODEL_KIND_ENCODER);
+    f->constrain = CONSTRAIN_LENGTH;
+    char *err = NULL;
+    cr_assert_eq(search(f, small, 7, 1, &err), 0, "%s", err);
+    for (int64_t i = 0; i < f->n_calls; i++)
+        for (int l = 0; l < LAYERS; l++)
+            cr_assert(f->calls[i].block[l] == ET_BLOCK_CONV ||
+                          strlen(f->calls[i].ops[l]) <= strlen(STANDARD_OP),
+                      "call %lld layer %d: %s", (long long)i, l, f->calls[i].ops[l]);
+    cr_assert_gt(f->n_satisfies, f->n_calls - 2);
+    cr_assert_gt(rejected(f, "children breaking a constraint"), 0, "%s", f->log);
+    /* the finals come from the members kept */
+    int finals = 0;
+    for (int64_t i = 0; i < f->n_calls; i++)
+        finals += f->calls[i].final_rank >= 0;
+    cr_assert_eq(finals, 2);
+    /* the report's costs of the best graphs come from the host */
+    cr_assert(strstr(f->log, "opnas costs of #"), "%s", f->log);
+    cr_assert(strstr(f->log, ", latency 0.25 ms\n"), "%s", f->log);
+    free(f);
+}
+
+Test(opnas, a_seed_breaking_the_constraints_is_trained_but_never_final)
+{
+    fake *f = malloc(sizeof *f);
+    cr_assert(f);
+    fake_init(f, ET_MODEL_KIND_ENCODER);
+    f->constrain = CONSTRAIN_NOTHING;
+    char *err = NULL;
+    cr_assert_eq(search(f, "population = 4\nparents = 2\ngenerations = 2\nmax_draws = 5\n"
+                           "final_top = 2\n", 3, 1, &err), 0, "%s", err);
+    cr_assert_eq(f->n_calls, 1, "%s", f->log);
+    cr_assert_eq(f->calls[0].final_rank, -1);
+    cr_assert_str_eq(f->calls[0].ops[0], STANDARD_OP);
+    cr_assert_gt(rejected(f, "children breaking a constraint"), 0, "%s", f->log);
+    cr_assert(strstr(f->log, "#0 breaks a constraint: not a final result"), "%s", f->log);
+    cr_assert(strstr(f->log, "no member satisfies the constraints"), "%s", f->log);
     free(f);
 }

@@ -196,6 +196,20 @@ struct et_host {
      * any that break a constraint, instead of the best of the strategy's
      * evaluations. A later call replaces the list. */
     int (*propose)(void *ctx, const et_arch *archs, int32_t n, char **err);
+
+    /* ---- appended with the costs of graph architectures (OP-NAS) ---- */
+
+    /* cost and satisfies for an arch whose stack `stack` runs the
+     * self-attention operators ops, as train_custom takes them: the
+     * experiment's proxies measure that arch with those operators (their
+     * own MAC counts, a model built with them for latency, memory and
+     * zero-cost scores), once per run like any arch, and train_custom's
+     * stored results carry the same figures. cost_custom gives NAN when no
+     * [proxy] gives the figure. */
+    int (*cost_custom)(void *ctx, const et_arch *arch, int32_t stack, const char *const *ops,
+                       const char *figure, double *value, char **err);
+    int (*satisfies_custom)(void *ctx, const et_arch *arch, int32_t stack,
+                            const char *const *ops, int32_t *ok, char **err);
 };
 
 #define ET_HOST_HAS(host, member) \

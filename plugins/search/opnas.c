@@ -20,13 +20,18 @@
  * hash), or gives a non-finite output on random input. A child starts from
  * its parent's trained weights (BIWS) and trains `steps` updates through
  * host->train_custom, which scores it on the validation split and keeps
- * result and weights in the store.
+ * result, weights and costs (measured with its graphs) in the store. With
+ * [constraints], a child whose costs with its graphs break one
+ * (host->satisfies_custom) is redrawn before any training, like a repeated
+ * one; the seed is trained whatever its costs, as the root of the search.
  *
- * At the end the best graphs are logged as formulas with their metric and
- * graph MACs, with the UCB statistics per op, and kept as a markdown
- * artifact beside the run's report; the best `final_top` members are
- * retrained (`final_steps`) and scored on the test split as the strategy's
- * final results.
+ * At the end the best graphs are logged as formulas with their metric,
+ * graph MACs, FLOPs and measured latency (host->cost_custom, when the
+ * experiment has flops and latency proxies), with the UCB statistics per
+ * op, and kept as a markdown artifact beside the run's report; the best
+ * `final_top` members that satisfy the constraints are retrained
+ * (`final_steps`) and scored on the test split as the strategy's final
+ * results.
  *
  * Every decision comes from one stream seeded by host->seed and depends only
  * on it and on the scores; train_custom answers a repeated call from the
@@ -53,10 +58,14 @@ enum { FITNESS_METRIC = 0, FITNESS_LOSS = 1 };
 enum { STACK_AUTO = 0, STACK_ENCODER = 1, STACK_DECODER = 2 };
 enum { FINAL_SCRATCH = 0, FINAL_INHERIT = 1 };
 /* what was thrown away before training */
-enum { REJECT_NO_EDIT, REJECT_DUPLICATE, REJECT_NONFINITE, REJECT_SAME_ARCH, REJECTS };
+enum {
+    REJECT_NO_EDIT, REJECT_DUPLICATE, REJECT_NONFINITE, REJECT_SAME_ARCH, REJECT_CONSTRAINT,
+    REJECTS
+};
 static const char *const reject_name[REJECTS] = {
     "draws with no graph to give", "candidate graphs seen before",
-    "candidate graphs with non-finite outputs", "draws repeating an architecture"};
+    "candidate graphs with non-finite outputs", "draws repeating an architecture",
+    "children breaking a constraint"};
 
 enum {
     OPT_POPULATION, OPT_PARENTS, OPT_GENERATIONS, OPT_ALPHA, OPT_MAX_OPS, OPT_INIT_STEPS,
@@ -118,6 +127,7 @@ typedef struct member {
     opgraph graph[ET_MAX_LAYERS];
     et_eval_result res;
     double fitness; /* higher is better; -INFINITY when not finite */
+    int8_t ok;      /* satisfies the experiment's constraints */
     float *w;
     int64_t wn;
 } member;
@@ -326,8 +336,9 @@ static uint64_t member_key(const opnas *s, const member *m)
     return h;
 }
 
-/* The member's arch and its operator texts (op_text, one per layer). */
-static void member_arch(opnas *s, const member *m, et_arch *a)
+/* The member's arch and its operator texts (op_text, one per layer,
+ * pointed to by ops). */
+static void member_arch(opnas *s, const member *m, et_arch *a, const char *ops[ET_MAX_LAYERS])
 {
     *a = s->base;
     et_stack_arch *sa = s->stack ? &a->dec : &a->enc;
@@ -342,7 +353,36 @@ static void member_arch(opnas *s, const member *m, et_arch *a)
             snprintf(s->op_text[l], OP_TEXT_MAX, "opgraph");
         else
             snprintf(s->op_text[l], OP_TEXT_MAX, OP_TEXT_PREFIX "%s)", graph);
+        ops[l] = s->op_text[l];
     }
+}
+
+/* Whether m satisfies the experiment's constraints, its costs measured
+ * with its graphs (yes on a host that cannot tell). */
+static int member_satisfies(opnas *s, const member *m, int32_t *ok, char **err)
+{
+    const et_host *h = s->host;
+    *ok = 1;
+    if (!ET_HOST_HAS(h, satisfies_custom) || !h->satisfies_custom)
+        return 0;
+    et_arch a;
+    const char *ops[ET_MAX_LAYERS];
+    member_arch(s, m, &a, ops);
+    return h->satisfies_custom(h->ctx, &a, s->stack, ops, ok, err);
+}
+
+/* A cost figure of m with its graphs; NAN when the experiment has no proxy
+ * giving it (or the host cannot measure graphs). */
+static int member_cost(opnas *s, const member *m, const char *figure, double *value, char **err)
+{
+    const et_host *h = s->host;
+    *value = NAN;
+    if (!ET_HOST_HAS(h, cost_custom) || !h->cost_custom)
+        return 0;
+    et_arch a;
+    const char *ops[ET_MAX_LAYERS];
+    member_arch(s, m, &a, ops);
+    return h->cost_custom(h->ctx, &a, s->stack, ops, figure, value, err);
 }
 
 /* Multiply-adds of the member's attention graphs for one example at the
@@ -366,10 +406,8 @@ static int member_train(opnas *s, member *m, const member *init, int64_t steps, 
 {
     const et_host *h = s->host;
     et_arch a;
-    member_arch(s, m, &a);
     const char *ops[ET_MAX_LAYERS];
-    for (int32_t l = 0; l < s->layers; l++)
-        ops[l] = s->op_text[l];
+    member_arch(s, m, &a, ops);
     float *w = NULL;
     int64_t wn = 0;
     int rc = h->train_custom(h->ctx, &a, s->stack, ops, init ? init->w : NULL, init ? init->wn : 0,
@@ -515,8 +553,8 @@ static int mutate_intra(opnas *s, member *m, int32_t l, int use_ucb, int32_t *ar
 
 /* A child of parent: `rounds` times an inter-layer mutation (with
  * inter_prob) and an intra-layer one, redrawn (at most max_draws times)
- * while no layer yields a graph or the arch was tried before. *made = 0
- * when no draw succeeded. */
+ * while no layer yields a graph, the arch was tried before or it breaks a
+ * constraint. *made = 0 when no draw succeeded. */
 static int breed(opnas *s, const member *parent, int use_ucb, int64_t rounds, member *child,
                  int *made, char **err)
 {
@@ -537,7 +575,7 @@ static int breed(opnas *s, const member *parent, int use_ucb, int64_t rounds, me
                     att[na++] = l;
             if (!na) /* all convolution: nothing to mutate inside */
                 continue;
-            int32_t l = att[et_rng_below(&s->rng, (uint64_t)na)], arm, edit;
+            int32_t l = att[et_rng_below(&s->rng, (uint64_t)na)], arm, edit = -1;
             int rc = mutate_intra(s, &c, l, use_ucb, &arm, &edit, err);
             if (rc)
                 return rc;
@@ -561,6 +599,16 @@ static int breed(opnas *s, const member *parent, int use_ucb, int64_t rounds, me
             int rc = hset_add(s, &s->archs, key, err);
             if (rc)
                 return rc;
+            /* the constraints, on the costs with its graphs, before any
+             * training */
+            int32_t fits;
+            if ((rc = member_satisfies(s, &c, &fits, err)))
+                return rc;
+            if (!fits) {
+                s->rejects[REJECT_CONSTRAINT]++;
+                continue;
+            }
+            c.ok = 1;
             c.id = s->next_id++;
             *child = c;
             *made = 1;
@@ -640,36 +688,66 @@ static void tprintf(text *t, const char *fmt, ...)
     }
 }
 
-/* The best members' graphs and the UCB statistics: logged, and kept as the
- * blob "artifact/opnas-<seed>.md" (a markdown page the report links). */
+/* A figure for a table: "-" when not finite. */
+static void tnum(text *t, const char *fmt, double v)
+{
+    if (isfinite(v))
+        tprintf(t, fmt, v);
+    else
+        tprintf(t, "-");
+}
+
+/* The best members' graphs with their costs (the experiment's proxies
+ * measuring each with its graphs), and the UCB statistics: logged, and
+ * kept as the blob "artifact/opnas-<seed>.md" (a markdown page the report
+ * links). */
 static int report(opnas *s, char **err)
 {
     const et_host *h = s->host;
     text t = {0}, md = {0};
     const char *metric = metric_name(s);
     int64_t top = s->report_top < s->n_pop ? s->report_top : s->n_pop;
+    int rc = 0;
     tprintf(&t, "opnas: best %lld of %lld trained architectures (%s on the validation split; "
                 "graph MACs per example at length %d)\n",
             (long long)top, (long long)s->next_id, metric, (int)s->ref_len);
     tprintf(&md, "# OP-NAS: the best architectures\n\n%lld architectures trained, %s on the "
                  "validation split after proxy training. Graph MACs: multiply-adds of the "
                  "attention graphs (all heads and layers) for one example of %d positions. "
+                 "FLOPs and latency: the experiment's flops and latency proxies on the model "
+                 "with these graphs (- without such a proxy). "
                  "@ is the matrix product, * the elementwise one.\n\n| rank | member | %s | "
-                 "loss | graph MACs |",
+                 "loss | graph MACs | FLOPs (G) | latency (ms) | constraints |",
             (long long)s->next_id, metric, (int)s->ref_len, metric);
     for (int32_t l = 0; l < s->layers; l++)
         tprintf(&md, " layer %d |", (int)l);
-    tprintf(&md, "\n|---|---|---|---|---|");
+    tprintf(&md, "\n|---|---|---|---|---|---|---|---|");
     for (int32_t l = 0; l < s->layers; l++)
         tprintf(&md, "---|");
     tprintf(&md, "\n");
-    for (int64_t i = 0; i < top; i++) {
+    for (int64_t i = 0; i < top && !rc; i++) {
         const member *m = &s->pop[i];
-        double macs = member_macs(s, m);
-        tprintf(&t, "opnas #%lld: rank %lld, %s %.4f, loss %.4f, graph MACs %.4g\n",
-                (long long)m->id, (long long)i + 1, metric, m->res.metric, m->res.loss, macs);
-        tprintf(&md, "| %lld | #%lld | %.4f | %.4f | %.4g |", (long long)i + 1, (long long)m->id,
+        double macs = member_macs(s, m), flops, latency;
+        if ((rc = member_cost(s, m, "flops_g", &flops, err)) ||
+            (rc = member_cost(s, m, "latency_ms", &latency, err)))
+            break;
+        tprintf(&t, "opnas #%lld: rank %lld, %s %.4f, loss %.4f, graph MACs %.4g%s\n",
+                (long long)m->id, (long long)i + 1, metric, m->res.metric, m->res.loss, macs,
+                m->ok ? "" : " (breaks a constraint)");
+        /* measured figures: kept off the lines above, which a rerun repeats exactly */
+        if (isfinite(flops) || isfinite(latency)) {
+            tprintf(&t, "opnas costs of #%lld: FLOPs ", (long long)m->id);
+            tnum(&t, "%.4g G", flops);
+            tprintf(&t, ", latency ");
+            tnum(&t, "%.4g ms", latency);
+            tprintf(&t, "\n");
+        }
+        tprintf(&md, "| %lld | #%lld | %.4f | %.4f | %.4g | ", (long long)i + 1, (long long)m->id,
                 m->res.metric, m->res.loss, macs);
+        tnum(&md, "%.4g", flops);
+        tprintf(&md, " | ");
+        tnum(&md, "%.4g", latency);
+        tprintf(&md, " | %s |", m->ok ? "met" : "broken");
         for (int32_t l = 0; l < s->layers; l++) {
             char f[OPGRAPH_MAX_TEXT];
             layer_desc(s, m, l, f, sizeof f);
@@ -699,8 +777,7 @@ static int report(opnas *s, char **err)
     }
     tprintf(&t, "\n");
     tprintf(&md, ".\n");
-    int rc = 0;
-    if (t.nomem || md.nomem) {
+    if (!rc && (t.nomem || md.nomem)) {
         *err = h->errorf("opnas: out of memory writing the report");
         rc = ET_STATUS_ERR_NOMEM;
     }
@@ -753,10 +830,18 @@ static int first_population(opnas *s, char **err)
     int rc = hset_add(s, &s->graphs, opgraph_hash(&s->standard), err);
     if (!rc)
         rc = hset_add(s, &s->archs, member_key(s, seed), err);
+    int32_t fits = 1;
+    if (!rc)
+        rc = member_satisfies(s, seed, &fits, err);
     if (!rc)
         rc = member_train(s, seed, NULL, s->init_steps, ET_SPLIT_VALID, -1, err);
     if (rc)
         return rc;
+    seed->ok = (int8_t)fits;
+    if (!fits)
+        s->host->log(s->host->ctx, ET_LOG_LEVEL_WARN,
+                     "opnas: the seed (standard attention everywhere) breaks the constraints; it "
+                     "is trained as the root of the search but never a final result");
     s->n_pop = 1;
     log_child(s, "seed", seed, NULL);
     progress(s);
@@ -818,14 +903,22 @@ static int generation(opnas *s, int64_t gen, char **err)
     return 0;
 }
 
+/* The best `final_top` members that satisfy the constraints, retrained
+ * and scored on the test split. */
 static int final_results(opnas *s, char **err)
 {
-    int64_t n = s->final_top < s->n_pop ? s->final_top : s->n_pop;
-    for (int64_t r = 0; r < n; r++) {
-        member m = s->pop[r];
+    int64_t r = 0;
+    for (int64_t i = 0; i < s->n_pop && r < s->final_top; i++) {
+        if (!s->pop[i].ok) {
+            s->host->log(s->host->ctx, ET_LOG_LEVEL_INFO,
+                         "opnas: #%lld breaks a constraint: not a final result",
+                         (long long)s->pop[i].id);
+            continue;
+        }
+        member m = s->pop[i];
         m.w = NULL;
         m.wn = 0;
-        const member *init = s->final_init == FINAL_INHERIT ? &s->pop[r] : NULL;
+        const member *init = s->final_init == FINAL_INHERIT ? &s->pop[i] : NULL;
         int rc = member_train(s, &m, init, s->final_steps, ET_SPLIT_TEST, (int32_t)r, err);
         if (rc)
             return rc;
@@ -834,7 +927,11 @@ static int final_results(opnas *s, char **err)
                      (long long)r + 1, (long long)m.id, (long long)s->final_steps,
                      init ? "from its search weights" : "from scratch", metric_name(s),
                      m.res.metric, m.res.loss);
+        r++;
     }
+    if (s->final_top > 0 && r == 0)
+        s->host->log(s->host->ctx, ET_LOG_LEVEL_WARN,
+                     "opnas: no member satisfies the constraints; no final result");
     return 0;
 }
 
