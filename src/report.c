@@ -199,6 +199,68 @@ static void write_ranking(FILE *f, const gather *g)
     }
 }
 
+/* Predictions beside measurements: a cost figure NAME_pred_UNIT (such as
+ * latency_pred_ms) predicts the figure NAME_UNIT that another proxy
+ * measures (latency_ms). For every final model with both: the two and the
+ * error, then the errors' RMSE and the rank agreement over them all. */
+static void write_predicted(FILE *f, const gather *g)
+{
+    const char *done[ET_STORE_MAX_FIGURES];
+    int ndone = 0;
+    for (size_t i = 0; i < g->nf; i++)
+        for (int32_t k = 0; k < g->fin[i].costs.n; k++) {
+            const char *pred = g->fin[i].costs.v[k].name, *at = strstr(pred, "_pred");
+            int seen = 0;
+            for (int j = 0; j < ndone; j++)
+                seen |= !strcmp(done[j], pred);
+            if (!at || seen || ndone == ET_STORE_MAX_FIGURES)
+                continue;
+            done[ndone++] = pred;
+            char meas[sizeof g->fin[i].costs.v[k].name];
+            snprintf(meas, sizeof meas, "%.*s%s", (int)(at - pred), pred, at + strlen("_pred"));
+            double *p = malloc(sizeof *p * g->nf), *m = malloc(sizeof *m * g->nf);
+            if (!p || !m) {
+                free(p), free(m);
+                return;
+            }
+            size_t n = 0, predicted = 0;
+            for (size_t r = 0; r < g->nf; r++) {
+                double pv = cost_of(&g->fin[r].costs, pred), mv = cost_of(&g->fin[r].costs, meas);
+                predicted += isfinite(pv);
+                if (!isfinite(pv) || !isfinite(mv))
+                    continue;
+                if (!n)
+                    fprintf(f, "\n## Predicted against measured: %s\n\n| strategy | rank | "
+                               "predicted (%s) | measured (%s) | error | error (%%) |\n"
+                               "|---|---|---|---|---|---|\n",
+                            meas, pred, meas);
+                fprintf(f, "| %s | %d | %.4g | %.4g | %+.4g | ", label(g->fin[r].strategy),
+                        g->fin[r].rank + 1, pv, mv, pv - mv);
+                if (mv != 0)
+                    fprintf(f, "%+.1f |\n", 100 * (pv - mv) / mv);
+                else
+                    fprintf(f, "- |\n");
+                p[n] = pv;
+                m[n++] = mv;
+            }
+            if (n) {
+                double se = 0;
+                for (size_t j = 0; j < n; j++)
+                    se += (p[j] - m[j]) * (p[j] - m[j]);
+                fprintf(f, "\nOver %zu final model%s: RMSE %.4g", n, n == 1 ? "" : "s",
+                        sqrt(se / (double)n));
+                if (n >= 2)
+                    fprintf(f, ", Kendall tau %.3f", et_kendall_tau(p, m, n));
+                fprintf(f, ".\n");
+            } else if (predicted) {
+                fprintf(f, "\nThe final models have the prediction %s but no measured %s: add "
+                           "the proxy that measures %s to compare them.\n",
+                        pred, meas, meas);
+            }
+            free(p), free(m);
+        }
+}
+
 static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
                                       "#8c564b"};
 
@@ -328,8 +390,10 @@ static void json_figures(FILE *f, const et_store_figures *x)
     fputc('}', f);
 }
 
-/* Strategies' own figures and notes: blobs "artifact/NAME" (NAME of
- * [A-Za-z0-9._-]) become files NAME beside the report, linked from it. */
+/* Plugins' own figures and notes: blobs "artifact/NAME" (NAME of
+ * [A-Za-z0-9._-]) become files NAME beside the report, linked from it;
+ * SVG figures are shown, and markdown pages (up to 64 KiB) are also set
+ * into the report, their headings two levels down. */
 typedef struct artifacts {
     const char *out_dir;
     FILE *md;
@@ -355,12 +419,28 @@ static int on_artifact(void *ctx, const char *key, const void *data, size_t n)
     if (!ok)
         return 0;
     if (!a->written++)
-        fprintf(a->md, "\n## Strategies' own figures\n");
+        fprintf(a->md, "\n## Plugins' own figures and notes\n");
     size_t len = strlen(name);
     if (len > 4 && !strcmp(name + len - 4, ".svg"))
         fprintf(a->md, "\n![%s](%s)\n", name, name);
     else
         fprintf(a->md, "\n- [%s](%s)\n", name, name);
+    if (len > 3 && !strcmp(name + len - 3, ".md") && n <= 65536) {
+        const char *p = data, *end = p + n;
+        int fence = 0;
+        fputc('\n', a->md);
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t line = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            if (line >= 3 && !memcmp(p, "```", 3))
+                fence = !fence;
+            if (!fence && line && *p == '#')
+                fputs("##", a->md);
+            fwrite(p, 1, line, a->md);
+            fputc('\n', a->md);
+            p += line + (nl != NULL);
+        }
+    }
     return 0;
 }
 
@@ -387,6 +467,7 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
     if (table) {
         write_table(table, &g, higher);
         write_ranking(table, &g);
+        write_predicted(table, &g);
     }
     char *path = et_strdupf("%s/report.md", out_dir);
     FILE *f = path ? fopen(path, "w") : NULL;
@@ -398,6 +479,7 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
     fprintf(f, "# Run %lld of %s\n\n", (long long)run, et_store_path(st));
     write_table(f, &g, higher);
     write_ranking(f, &g);
+    write_predicted(f, &g);
     /* the cost figures, for plots */
     const char *figs[ET_STORE_MAX_FIGURES];
     int nfig = 0;

@@ -1,6 +1,8 @@
 /* The XGBoost ranker (plugins/search/ranker.c): it recovers the order of a
- * synthetic target, finds the informative features both ways, round-trips
- * through bytes, repeats itself for a seed, and refuses bad input. */
+ * synthetic target, stays a real ranker on a few dozen noisy rows (where a
+ * tiny held-out split used to stop it at its first tree), finds the
+ * informative features both ways, round-trips through bytes, repeats itself
+ * for a seed, and refuses bad input. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -37,14 +39,20 @@ static double tau_f(const float *a, const float *b, int64_t n)
     return t;
 }
 
-static ranker *train_ok(const ranker_config *cfg, const float *x, const float *y, int64_t n)
+static ranker *train_ok_f(const ranker_config *cfg, const float *x, const float *y, int64_t n,
+                          int64_t f)
 {
     ranker *r = NULL;
     char *err = NULL;
-    int rc = ranker_train(cfg, x, y, n, F, &r, &err);
+    int rc = ranker_train(cfg, x, y, n, f, &r, &err);
     cr_assert_eq(rc, 0, "ranker_train: %d %s", rc, err ? err : "");
     cr_assert_not_null(r);
     return r;
+}
+
+static ranker *train_ok(const ranker_config *cfg, const float *x, const float *y, int64_t n)
+{
+    return train_ok_f(cfg, x, y, n, F);
 }
 
 /* Held-out and fresh-sample Kendall tau of a ranker with the given objective. */
@@ -59,9 +67,12 @@ static void check_recovers(int32_t objective)
     cfg.objective = objective;
     ranker *r = train_ok(&cfg, x, y, N);
     cr_assert_eq(ranker_features(r), F);
-    cr_assert_eq(ranker_valid_rows(r), 60);
-    cr_assert(ranker_rounds(r) >= 1 && ranker_rounds(r) <= cfg.rounds);
-    cr_assert_gt(ranker_valid_tau(r), 0.8, "held-out tau %g", ranker_valid_tau(r));
+    cr_assert_eq(ranker_folds(r), 5);
+    cr_assert_eq(ranker_valid_rows(r), N); /* every row held out once */
+    cr_assert(ranker_rounds(r) >= cfg.min_rounds && ranker_rounds(r) <= cfg.rounds);
+    cr_assert_gt(ranker_valid_tau(r), 0.8, "cross-validated tau %g", ranker_valid_tau(r));
+    cr_assert(ranker_valid_tau_se(r) > 0 && ranker_valid_tau_se(r) < 0.05, "tau's se %g",
+              ranker_valid_tau_se(r));
     char *err = NULL;
     cr_assert_eq(ranker_predict(r, xt, NT, s, &err), 0, "%s", err ? err : "");
     double t = tau_f(s, yt, NT);
@@ -77,6 +88,94 @@ Test(ranker, pairwise_recovers_order)
 Test(ranker, squared_error_recovers_order)
 {
     check_recovers(RANKER_OBJECTIVE_SQUARED_ERROR);
+}
+
+/* One held-out share instead of folds: the model is that split's. */
+Test(ranker, single_split_recovers_order)
+{
+    enum { N = 600, NT = 300 };
+    static float x[N * F], y[N], xt[NT * F], yt[NT], s[NT];
+    synth(N, 1, 0.05, x, y);
+    synth(NT, 2, 0.05, xt, yt);
+    ranker_config cfg;
+    ranker_config_default(&cfg);
+    cfg.folds = 0;
+    ranker *r = train_ok(&cfg, x, y, N);
+    cr_assert_eq(ranker_folds(r), 0);
+    cr_assert_eq(ranker_valid_rows(r), 60);
+    cr_assert(isnan(ranker_valid_tau_se(r)));
+    cr_assert_gt(ranker_valid_tau(r), 0.8, "held-out tau %g", ranker_valid_tau(r));
+    cr_assert_eq(ranker_predict(r, xt, NT, s, NULL), 0);
+    cr_assert_gt(tau_f(s, yt, NT), 0.8, "fresh-sample tau %g", tau_f(s, yt, NT));
+    ranker_destroy(r);
+}
+
+/* RankNAS's quickstart in miniature: 40 rows of 25 discrete features, a
+ * target of four of them under noise (the best possible ranking of fresh
+ * rows, by the noiseless target, has tau about 0.70). A 4-row held-out split
+ * with early stopping from the first round used to keep about 3 trees,
+ * whose fresh-row tau was 0.30 while their own held-out tau claimed 0.75;
+ * cross-validated rounds, at least min_rounds, rank fresh rows much
+ * better (0.52), and the cross-validated tau (0.48) is an honest estimate of
+ * that. Means over ten data sets, each checked on 1000 fresh rows. */
+enum { SF = 25, SN = 40, ST = 1000, SETS = 10 };
+
+static void synth_small(int64_t n, et_rng *r, float *x, float *y, float *truth)
+{
+    for (int64_t i = 0; i < n; i++) {
+        for (int j = 0; j < SF; j++)
+            x[i * SF + j] = (float)et_rng_below(r, 3) / 2.0f;
+        const float *v = x + i * SF;
+        truth[i] = v[0] - 0.7f * v[1] + 0.5f * v[5] + 0.3f * v[7];
+        /* accuracies of supernet samples: near 0.8, spread about 0.01 */
+        y[i] = (float)(0.8 + 0.01 * (truth[i] + 0.3 * et_rng_normal(r)));
+    }
+}
+
+typedef struct small_result {
+    double fresh_tau, claimed_tau, rounds;
+} small_result;
+
+static small_result small_sets(const ranker_config *cfg)
+{
+    static float x[SN * SF], y[SN], tr[SN], xt[ST * SF], yt[ST], tt[ST], s[ST];
+    small_result out = {0, 0, 0};
+    for (int k = 0; k < SETS; k++) {
+        et_rng g = et_rng_from_seed(100 + (uint64_t)k);
+        synth_small(SN, &g, x, y, tr);
+        synth_small(ST, &g, xt, yt, tt);
+        ranker_config c = *cfg;
+        c.seed = (uint64_t)k;
+        ranker *r = train_ok_f(&c, x, y, SN, SF);
+        cr_assert_eq(ranker_predict(r, xt, ST, s, NULL), 0);
+        out.fresh_tau += tau_f(s, yt, ST) / SETS;
+        out.claimed_tau += ranker_valid_tau(r) / SETS;
+        out.rounds += (double)ranker_rounds(r) / SETS;
+        ranker_destroy(r);
+    }
+    return out;
+}
+
+Test(ranker, few_noisy_rows_still_rank)
+{
+    ranker_config cfg;
+    ranker_config_default(&cfg);
+    small_result now = small_sets(&cfg);
+    /* the old training: one 10 % split, early stopping from the first round */
+    cfg.folds = 0;
+    cfg.min_rounds = 1;
+    small_result old = small_sets(&cfg);
+    cr_log_info("fresh tau %.3f (claimed %.3f, %.1f rounds); old way %.3f (claimed %.3f, %.1f "
+                "rounds)",
+                now.fresh_tau, now.claimed_tau, now.rounds, old.fresh_tau, old.claimed_tau,
+                old.rounds);
+    cr_assert_geq(now.rounds, 50.0);
+    cr_assert_gt(now.fresh_tau, 0.4, "mean fresh-row tau %.3f", now.fresh_tau);
+    cr_assert_gt(now.fresh_tau, old.fresh_tau + 0.1, "now %.3f, the old way %.3f", now.fresh_tau,
+                 old.fresh_tau);
+    cr_assert_lt(fabs(now.claimed_tau - now.fresh_tau), 0.1,
+                 "cross-validated tau %.3f, fresh-row tau %.3f", now.claimed_tau, now.fresh_tau);
+    cr_assert_lt(old.rounds, 5.0, "the old way kept %.1f rounds", old.rounds);
 }
 
 Test(ranker, importance_finds_informative_features)
@@ -101,11 +200,13 @@ Test(ranker, importance_finds_informative_features)
     cr_assert_eq(ranker_top_k(gain, F, 2, top), 2);
     cr_assert(top[0] == 0 && top[1] == 2, "gain top-2: %lld %lld", (long long)top[0],
               (long long)top[1]);
-    /* the informative features carry most of the gain */
+    /* the informative features carry most of the gain (an even spread
+     * would give them 1/3; the late rounds, at least min_rounds, split on
+     * the noise too, so well short of all of it) */
     double total = 0;
     for (int j = 0; j < F; j++)
         total += gain[j];
-    cr_assert_gt((gain[0] + gain[2]) / total, 0.7, "share %g", (gain[0] + gain[2]) / total);
+    cr_assert_gt((gain[0] + gain[2]) / total, 0.6, "share %g", (gain[0] + gain[2]) / total);
     ranker_destroy(r);
 }
 
@@ -155,6 +256,8 @@ Test(ranker, save_load_round_trip)
     cr_assert_eq(ranker_rounds(back), ranker_rounds(r));
     cr_assert_eq(ranker_valid_rows(back), ranker_valid_rows(r));
     cr_assert_eq(ranker_valid_tau(back), ranker_valid_tau(r));
+    cr_assert_eq(ranker_valid_tau_se(back), ranker_valid_tau_se(r));
+    cr_assert_eq(ranker_folds(back), 5);
     cr_assert_eq(ranker_predict(r, xt, NT, s1, NULL), 0);
     cr_assert_eq(ranker_predict(back, xt, NT, s2, NULL), 0);
     cr_assert_eq(memcmp(s1, s2, sizeof s1), 0, "scores differ after a round trip");
@@ -176,8 +279,8 @@ Test(ranker, save_load_round_trip)
     cr_assert_not_null(err);
     free(err);
     err = NULL;
-    /* a damaged XGBoost payload behind a good header */
-    memset(buf + 48, 0x5a, len - 48);
+    /* a damaged XGBoost payload behind a good (64-byte) header */
+    memset(buf + 64, 0x5a, len - 64);
     cr_assert_eq(ranker_load(buf, len, 1, &bad, &err), ET_STATUS_ERR_FORMAT);
     cr_assert_null(bad);
     cr_assert_not_null(err);
@@ -240,8 +343,27 @@ Test(ranker, early_stopping_and_round_budget)
     ranker_config_default(&cfg);
     ranker *r = train_ok(&cfg, x, y, N);
     cr_assert_lt(ranker_rounds(r), 100, "kept %d rounds of pure noise", (int)ranker_rounds(r));
+    cr_assert_geq(ranker_rounds(r), cfg.min_rounds);
+    cr_assert_lt(fabs(ranker_valid_tau(r)), 0.1, "cross-validated tau %g on noise",
+                 ranker_valid_tau(r));
+    ranker_destroy(r);
+    /* whatever the noise says, min_rounds run and are kept, both ways */
+    for (int32_t folds = 0; folds <= 5; folds += 5) {
+        cfg.folds = folds;
+        cfg.min_rounds = 30;
+        r = train_ok(&cfg, x, y, N);
+        cr_assert_geq(ranker_rounds(r), 30, "folds %d: %d rounds", (int)folds,
+                      (int)ranker_rounds(r));
+        ranker_destroy(r);
+    }
+    /* min_rounds above rounds: rounds it is */
+    cfg.rounds = 12;
+    cfg.min_rounds = 40;
+    r = train_ok(&cfg, x, y, N);
+    cr_assert_eq(ranker_rounds(r), 12);
     ranker_destroy(r);
     /* nothing held out: every round runs and tau is unknown */
+    cfg.folds = 0;
     cfg.valid_fraction = 0;
     cfg.rounds = 17;
     r = train_ok(&cfg, x, y, N);
@@ -265,11 +387,29 @@ Test(ranker, refuses_bad_input)
     free(err);
     err = NULL;
 
+    /* 9 rows for 5 folds: a fold of 1 row cannot be scored */
+    cr_assert_eq(ranker_train(&cfg, x, y, 9, F, &r, &err), ET_STATUS_ERR_USAGE);
+    cr_assert(err && strstr(err, "9 rows for 5 folds"), "%s", err ? err : "(none)");
+    free(err);
+    err = NULL;
     /* 10 rows hold out 1 at 0.1: too few to score */
+    cfg.folds = 0;
     cr_assert_eq(ranker_train(&cfg, x, y, 10, F, &r, &err), ET_STATUS_ERR_USAGE);
     cr_assert(err && strstr(err, "at least 2"), "%s", err ? err : "(none)");
     free(err);
     err = NULL;
+    cfg.folds = 1;
+    cr_assert_eq(ranker_train(&cfg, x, y, 10, F, &r, &err), ET_STATUS_ERR_USAGE);
+    cr_assert(err && strstr(err, "folds"), "%s", err ? err : "(none)");
+    free(err);
+    err = NULL;
+    ranker_config_default(&cfg);
+    cfg.min_rounds = 0;
+    cr_assert_eq(ranker_train(&cfg, x, y, 10, F, &r, &err), ET_STATUS_ERR_USAGE);
+    cr_assert(err && strstr(err, "min_rounds"), "%s", err ? err : "(none)");
+    free(err);
+    err = NULL;
+    ranker_config_default(&cfg);
 
     cfg.valid_fraction = 0.3;
     x[3 * F + 4] = NAN;
@@ -303,6 +443,7 @@ Test(ranker, refuses_bad_input)
 
     /* a trained ranker refuses rows it cannot score */
     ranker_config_default(&cfg);
+    cfg.folds = 0;
     cfg.valid_fraction = 0;
     r = train_ok(&cfg, x, y, 10);
     float s[2], bad[2 * F] = {0};

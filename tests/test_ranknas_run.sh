@@ -1,7 +1,9 @@
 #!/bin/sh
 # `etnas run` end to end with the ranknas strategy and the latency_mlp proxy
 # on the test plugins (a synthetic task, a naive softmax operator, a fake
-# cost proxy): every phase logs its result, a --resume takes the early-stop
+# cost proxy): every phase logs its result, the report shows the rankers'
+# held-out tau, the predictor's held-out RMSE and tau and every final
+# model's predicted latency beside the measured one, a --resume takes the early-stop
 # state, the latency samples and the rankers from the store (the runner
 # keeps every arch's costs, so latency_mlp is not asked again) and ends
 # with the same candidates and results, runs killed with SIGKILL and
@@ -70,10 +72,11 @@ INI
 # the search's own result: its candidates, without wall times
 candidates() { grep "ranknas: candidate" "$1" | sed 's/^.*ranknas: //'; }
 
-echo "1..10"
+echo "1..12"
 write_ini a 400 50 0.95 2
-# latency_mlp as a constraint that every arch meets
+# latency_mlp as a constraint that every arch meets, and the latency it predicts measured
 printf '[proxy latency_mlp]\nsamples = 30\nwarmup = 1\nruns = 5\nhidden = 32\nlr = 1e-3\nsteps = 200\n' >>"$tmp/a.ini"
+printf '[proxy latency]\nwarmup = 1\nruns = 5\n' >>"$tmp/a.ini"
 sed -i 's/^params_m <= 20$/&\nlatency_pred_ms <= 1000/' "$tmp/a.ini"
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -93,8 +96,8 @@ fi
 
 if grep -q "ranknas: supernet step 100: Kendall tau -\{0,1\}[0-9.]* with the ranking of step 50 (12 archs)" "$tmp/a.err" &&
     grep -q "ranknas: supernet training stopped at step [0-9]* of at most 400" "$tmp/a.err" &&
-    grep -q "ranknas: accuracy ranker: [0-9]* rounds on [0-9]* rows; Kendall tau -\{0,1\}[0-9.]* on 6 held-out rows" "$tmp/a.err" &&
-    grep -q "ranknas: latency ranker: [0-9]* rounds on [0-9]* rows; Kendall tau" "$tmp/a.err" &&
+    grep -q "ranknas: accuracy ranker: [0-9]* rounds on [0-9]* rows; Kendall tau -\{0,1\}[0-9.]* ± [0-9.]* (5-fold cross-validation), -\{0,1\}[0-9.]* on 6 held-out rows" "$tmp/a.err" &&
+    grep -q "ranknas: latency ranker: [0-9]* rounds on [0-9]* rows; Kendall tau -\{0,1\}[0-9.]* ± [0-9.]* (5-fold cross-validation), -\{0,1\}[0-9.]* on 4 held-out rows" "$tmp/a.err" &&
     [ "$(grep -c "ranknas: most important by" "$tmp/a.err")" -eq 4 ] &&
     grep -q "ranknas: searching the genes of .*; the rest fixed as in enc(" "$tmp/a.err" &&
     [ "$(grep -c "ranknas: iteration [0-9]/4: best ranker score" "$tmp/a.err")" -eq 4 ] &&
@@ -109,6 +112,33 @@ if grep -q "latency_mlp: predicted latency on 6 held-out samples: RMSE [0-9.e-]*
     ok "latency_mlp reports held-out RMSE and tau and gives latency_pred_ms for every evaluation"
 else
     not_ok "latency_mlp" "$(grep latency_mlp "$tmp/a.err")"
+fi
+
+# the rankers' page, set into the report: both rankers' cross-validated and
+# test tau, at least min_rounds (50) rounds each, and the two candidates
+rounds=$(sed -n 's/^| \(accuracy\|latency\) | rank:pairwise | [0-9]* | \([0-9]*\) | .*/\2/p' "$tmp/a/report.md")
+if grep -q "](ranknas-[0-9a-f]*-rankers\.md)" "$tmp/a/report.md" &&
+    grep -q "^### RankNAS rankers" "$tmp/a/report.md" &&
+    grep -q "^| accuracy | rank:pairwise | [0-9]* | [0-9]* | -\{0,1\}[0-9.]* ± [0-9.]* (5-fold cross-validation) | 6 | -\{0,1\}[0-9.]* |$" "$tmp/a/report.md" &&
+    grep -q "^| latency | rank:pairwise | [0-9]* | [0-9]* | -\{0,1\}[0-9.]* ± [0-9.]* (5-fold cross-validation) | 4 | -\{0,1\}[0-9.]* |$" "$tmp/a/report.md" &&
+    [ "$(echo "$rounds" | wc -w)" -eq 2 ] && [ "$(echo "$rounds" | awk '$1 < 50' | wc -l)" -eq 0 ] &&
+    [ "$(grep -c "^| [12] | -\{0,1\}[0-9.e-]* | [0-9.e-]* | 0\.[0-9]* | \`enc(" "$tmp/a/report.md")" -eq 2 ]; then
+    ok "the report shows both rankers' held-out tau (rounds: $(echo $rounds)) and the candidates"
+else
+    not_ok "rankers in the report" "$(grep -A 12 "RankNAS rankers" "$tmp/a/report.md")"
+fi
+
+# predicted beside measured latency for every final model, and the
+# predictor's held-out figures
+if grep -q "^## Predicted against measured: latency_ms" "$tmp/a/report.md" &&
+    grep -q "^| ranknas | 1 | [0-9.e-]* | [0-9.e-]* | [-+][0-9.e-]* | [-+][0-9.]* |$" "$tmp/a/report.md" &&
+    grep -q "^Over 1 final model: RMSE [0-9.e-]*\.$" "$tmp/a/report.md" &&
+    grep -q "^### latency_mlp: the latency predictor" "$tmp/a/report.md" &&
+    grep -q "^| 6 | [0-9.e-]* | [0-9.e-]* | -\{0,1\}[0-9.]* |$" "$tmp/a/report.md" &&
+    grep -q "^## Predicted against measured: latency_ms" "$tmp/a.out"; then
+    ok "the report sets predicted latency beside measured and shows the predictor's held-out RMSE and tau"
+else
+    not_ok "predicted vs measured" "$(grep -A 8 "Predicted against\|latency predictor" "$tmp/a/report.md")"
 fi
 
 "$etnas" run "$tmp/a.ini" --resume >"$tmp/r.out" 2>"$tmp/r.err"

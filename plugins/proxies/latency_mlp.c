@@ -7,7 +7,10 @@
  * mean), holds out a seeded `holdout` share, trains the MLP of mlp.h on the
  * rest (features from host->arch_features, which divides each by its
  * maximum in the space, as HAT does), and logs the held-out RMSE and
- * Kendall tau. The measurements (kept every `save_every` samples, so a
+ * Kendall tau, which also go to the report (blob
+ * artifact/latency_mlp-<seed>.md; the report sets each final model's
+ * predicted latency beside the one a [proxy latency] measures). The
+ * measurements (kept every `save_every` samples, so a
  * killed run loses few) and the trained model go to the run's store
  * (host->blob_put), so a resumed run neither measures nor trains again.
  *
@@ -234,6 +237,37 @@ static void model_key(const latency_mlp *l, char *key, size_t n)
              (long long)l->steps, l->holdout);
 }
 
+/* The report's page on the predictor: its held-out RMSE and Kendall tau
+ * (held_y: the held-out measured latencies; NAN figures when held < 2). */
+static int report_page(latency_mlp *l, int64_t fit, int64_t held, const float *held_y,
+                       double rmse, double tau, char **err)
+{
+    const et_host *h = l->host;
+    double mean = 0;
+    for (int64_t i = 0; i < held; i++)
+        mean += held_y[i] / (double)held;
+    char page[1024];
+    int n = snprintf(page, sizeof page,
+                     "# latency_mlp: the latency predictor\n\nHAT's MLP (%lld inputs, %lld "
+                     "hidden layers of %lld, ReLU; Adam, lr %g, %lld steps of %lld) trained on "
+                     "%lld latencies measured on this host, %lld more held out. Its figure, "
+                     "latency_pred_ms, is a prediction.\n\n| held-out samples | RMSE (ms) | "
+                     "mean measured (ms) | Kendall tau |\n|---|---|---|---|\n",
+                     (long long)l->f, (long long)l->hidden_layers + 1, (long long)l->hidden,
+                     l->lr, (long long)l->steps, (long long)l->batch, (long long)fit,
+                     (long long)held);
+    size_t o = n < 0 ? 0 : (size_t)n < sizeof page ? (size_t)n : sizeof page - 1;
+    if (held >= 2)
+        n = snprintf(page + o, sizeof page - o, "| %lld | %.4g | %.4g | %.4f |\n",
+                     (long long)held, rmse, mean, tau);
+    else
+        n = snprintf(page + o, sizeof page - o, "| %lld | - | - | - |\n", (long long)held);
+    o += n < 0 ? 0 : (size_t)n < sizeof page - o ? (size_t)n : sizeof page - o - 1;
+    char key[96];
+    snprintf(key, sizeof key, "artifact/latency_mlp-%016llx.md", (unsigned long long)h->seed);
+    return h->blob_put(h->ctx, key, page, o, err);
+}
+
 static int train(latency_mlp *l, char **err)
 {
     const et_host *h = l->host;
@@ -283,6 +317,7 @@ static int train(latency_mlp *l, char **err)
     for (int64_t j = 0; j < f; j++)
         ones[j] = 1.0f; /* host->arch_features already divides by the space's maxima */
     int64_t held = (int64_t)floor(l->holdout * (double)n), fit = n - held;
+    double rmse = NAN, tau = NAN;
     mlp_config cfg;
     mlp_config_default(&cfg);
     cfg.hidden = (int32_t)l->hidden;
@@ -294,7 +329,6 @@ static int train(latency_mlp *l, char **err)
     if ((rc = mlp_train(&cfg, xs, ys, fit, f, ones, &l->model, err)))
         goto done;
     if (held >= 2) {
-        double rmse, tau;
         if ((rc = mlp_evaluate(l->model, xs + fit * f, ys + fit, held, &rmse, &tau, err)))
             goto done;
         h->log(h->ctx, ET_LOG_LEVEL_INFO,
@@ -308,6 +342,8 @@ static int train(latency_mlp *l, char **err)
     }
     if (!(rc = mlp_save(l->model, &buf, &len, err)))
         rc = h->blob_put(h->ctx, key, buf, len, err);
+    if (!rc)
+        rc = report_page(l, fit, held, ys + fit, rmse, tau, err);
 done:
     free(x);
     free(y);

@@ -17,17 +17,15 @@
 struct ranker {
     BoosterHandle booster;
     int64_t features, valid_rows;
-    int32_t objective, rounds;
-    double valid_tau;
+    int32_t objective, rounds, folds;
+    double valid_tau, valid_tau_se;
 };
 
-/* Saved form: magic, version, then the fields below, then the XGBoost model. */
+/* Saved form: magic, version, objective, rounds, folds, 4 zero bytes,
+ * features, valid rows, tau, tau's standard error, the model's length, then
+ * the XGBoost model. */
 static const uint8_t ranker_magic[4] = {'E', 'T', 'R', 'K'};
-enum { RANKER_FORMAT_VERSION = 1, RANKER_HEADER_BYTES = 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 };
-
-static const char predict_config[] =
-    "{\"type\": 0, \"training\": false, \"iteration_begin\": 0, \"iteration_end\": 0, "
-    "\"strict_shape\": false}";
+enum { RANKER_FORMAT_VERSION = 2, RANKER_HEADER_BYTES = 6 * 4 + 5 * 8 };
 
 __attribute__((format(printf, 3, 4))) static int fail(char **err, int code, const char *fmt, ...)
 {
@@ -59,7 +57,9 @@ void ranker_config_default(ranker_config *cfg)
     cfg->max_depth = 6;
     cfg->learning_rate = 0.1;
     cfg->rounds = 1000;
+    cfg->min_rounds = 50;
     cfg->early_stopping = 5;
+    cfg->folds = 5;
     cfg->valid_fraction = 0.1;
     cfg->seed = 0;
     cfg->nthread = 1;
@@ -81,6 +81,13 @@ static int check_config(const ranker_config *cfg, char **err)
     if (cfg->rounds < 1)
         return fail(err, ET_STATUS_ERR_USAGE, "ranker: rounds %d must be at least 1",
                     (int)cfg->rounds);
+    if (cfg->min_rounds < 1)
+        return fail(err, ET_STATUS_ERR_USAGE, "ranker: min_rounds %d must be at least 1",
+                    (int)cfg->min_rounds);
+    if (cfg->folds < 0 || cfg->folds == 1)
+        return fail(err, ET_STATUS_ERR_USAGE,
+                    "ranker: folds %d must be 0 (one held-out share) or at least 2",
+                    (int)cfg->folds);
     if (cfg->early_stopping < 0)
         return fail(err, ET_STATUS_ERR_USAGE, "ranker: early_stopping %d must be 0 or more",
                     (int)cfg->early_stopping);
@@ -195,13 +202,20 @@ static int make_dmatrix(const float *x, const float *y, const int64_t *idx, int6
     return rc;
 }
 
-/* out (n) gets b's scores of d's n rows. */
-static int predict_dmatrix(BoosterHandle b, DMatrixHandle d, int64_t n, float *out, char **err)
+/* out (n) gets b's scores of d's n rows from its first `rounds` rounds
+ * (0 = every round). */
+static int predict_dmatrix(BoosterHandle b, DMatrixHandle d, int64_t n, int32_t rounds,
+                           float *out, char **err)
 {
+    char config[160];
+    snprintf(config, sizeof config,
+             "{\"type\": 0, \"training\": false, \"iteration_begin\": 0, "
+             "\"iteration_end\": %d, \"strict_shape\": false}",
+             (int)rounds);
     const bst_ulong *shape;
     bst_ulong dim;
     const float *res;
-    if (XGBoosterPredictFromDMatrix(b, d, predict_config, &shape, &dim, &res) != 0)
+    if (XGBoosterPredictFromDMatrix(b, d, config, &shape, &dim, &res) != 0)
         return fail_xgb(err, "XGBoosterPredictFromDMatrix");
     bst_ulong total = 1;
     for (bst_ulong i = 0; i < dim; i++)
@@ -263,53 +277,154 @@ static int detach_model(BoosterHandle b, int32_t rounds, int32_t total, int32_t 
     return rc;
 }
 
-/* Boosts up to cfg->rounds rounds on dtrain, scoring dvalid (NULL = none)
- * after each; *best_round gets the rounds to keep. */
-static int boost(BoosterHandle b, const ranker_config *cfg, DMatrixHandle dtrain,
-                 DMatrixHandle dvalid, const float *valid_y, int64_t n_valid, int32_t *done,
-                 int32_t *best_round, char **err)
+/* One split of the rows: a booster trained on some, scored on the others
+ * (none when n_valid = 0). */
+typedef struct fold {
+    DMatrixHandle dtrain, dvalid;
+    BoosterHandle b;
+    float *valid_y, *pred; /* the held-out rows' targets and scores (n_valid) */
+    double *work;          /* 2 n_valid, for tau */
+    int64_t n_valid;
+} fold;
+
+static void fold_free(fold *s)
 {
-    float *pred = NULL;
-    double *work = NULL;
-    if (dvalid) {
-        pred = malloc((size_t)n_valid * sizeof *pred);
-        work = malloc(2 * (size_t)n_valid * sizeof *work);
-        if (!pred || !work) {
-            free(pred);
-            free(work);
+    if (s->b)
+        XGBoosterFree(s->b);
+    if (s->dtrain)
+        XGDMatrixFree(s->dtrain);
+    if (s->dvalid)
+        XGDMatrixFree(s->dvalid);
+    free(s->valid_y);
+    free(s->pred);
+    free(s->work);
+}
+
+/* A booster with cfg's parameters on the rows train[0, n_train) (every row
+ * when train is NULL), scored on the rows valid[0, n_valid). */
+static int fold_init(fold *s, const ranker_config *cfg, const float *x, const float *y,
+                     int64_t f, const int64_t *train, int64_t n_train, const int64_t *valid,
+                     int64_t n_valid, char **err)
+{
+    memset(s, 0, sizeof *s);
+    s->n_valid = n_valid;
+    int rc = make_dmatrix(x, y, train, n_train, f, &s->dtrain, err);
+    if (!rc && n_valid > 0) {
+        s->valid_y = malloc((size_t)n_valid * sizeof *s->valid_y);
+        s->pred = malloc((size_t)n_valid * sizeof *s->pred);
+        s->work = malloc(2 * (size_t)n_valid * sizeof *s->work);
+        if (!s->valid_y || !s->pred || !s->work)
             return fail(err, ET_STATUS_ERR_NOMEM, "ranker: out of memory");
-        }
+        for (int64_t i = 0; i < n_valid; i++)
+            s->valid_y[i] = y[valid[i]];
+        rc = make_dmatrix(x, NULL, valid, n_valid, f, &s->dvalid, err);
     }
+    /* rank:pairwise: every training row in one query group, so every pair
+     * of architectures is comparable */
+    if (!rc && cfg->objective == RANKER_OBJECTIVE_PAIRWISE) {
+        unsigned group = (unsigned)n_train;
+        if (XGDMatrixSetUIntInfo(s->dtrain, "group", &group, 1) != 0)
+            rc = fail_xgb(err, "XGDMatrixSetUIntInfo(group)");
+    }
+    if (!rc && XGBoosterCreate(&s->dtrain, 1, &s->b) != 0) {
+        s->b = NULL;
+        rc = fail_xgb(err, "XGBoosterCreate");
+    }
+    return rc ? rc : set_params(s->b, cfg, err);
+}
+
+/* s's held-out score of its booster's first `rounds` rounds (0 = all):
+ * tau for rank:pairwise, -RMSE for reg:squarederror, or tau either way
+ * when want_tau. NAN when undefined (a constant side). */
+static int fold_score(fold *s, const ranker_config *cfg, int32_t rounds, int want_tau,
+                      double *score, char **err)
+{
+    int rc = predict_dmatrix(s->b, s->dvalid, s->n_valid, rounds, s->pred, err);
+    if (rc)
+        return rc;
+    *score = want_tau || cfg->objective == RANKER_OBJECTIVE_PAIRWISE
+                 ? tau_of(s->pred, s->valid_y, s->n_valid, s->work)
+                 : -rmse_of(s->pred, s->valid_y, s->n_valid);
+    return 0;
+}
+
+/* Boosts the k folds' boosters together, up to cfg->rounds rounds; a
+ * round's score is the mean of the folds' held-out scores (those defined),
+ * looked at from min_rounds on. *done gets the rounds run, *keep those to
+ * keep: the best-scoring count, or every round when none was scored. */
+static int boost(const ranker_config *cfg, fold *folds, int32_t k, int32_t *done, int32_t *keep,
+                 char **err)
+{
+    int32_t min = cfg->min_rounds < cfg->rounds ? cfg->min_rounds : cfg->rounds;
+    int scored = folds[0].n_valid > 0;
     double best = -INFINITY;
     int32_t best_it = -1, it = 0;
     int rc = 0;
-    for (; it < cfg->rounds; it++) {
-        if (XGBoosterUpdateOneIter(b, it, dtrain) != 0) {
-            rc = fail_xgb(err, "XGBoosterUpdateOneIter");
-            break;
-        }
-        if (!dvalid) {
-            best_it = it;
+    for (; it < cfg->rounds && !rc; it++) {
+        for (int32_t i = 0; i < k && !rc; i++)
+            if (XGBoosterUpdateOneIter(folds[i].b, it, folds[i].dtrain) != 0)
+                rc = fail_xgb(err, "XGBoosterUpdateOneIter");
+        if (rc || !scored || it + 1 < min)
             continue;
+        double sum = 0;
+        int32_t defined = 0;
+        for (int32_t i = 0; i < k && !rc; i++) {
+            double s;
+            if ((rc = fold_score(&folds[i], cfg, 0, 0, &s, err)) == 0 && !isnan(s)) {
+                sum += s;
+                defined++;
+            }
         }
-        if ((rc = predict_dmatrix(b, dvalid, n_valid, pred, err)) != 0)
-            break;
-        double score = cfg->objective == RANKER_OBJECTIVE_PAIRWISE
-                           ? tau_of(pred, valid_y, n_valid, work)
-                           : -rmse_of(pred, valid_y, n_valid);
+        double score = defined ? sum / defined : NAN;
+        /* patience counts from the best round, or from the first one scored */
+        int32_t since = best_it >= 0 ? best_it : min - 2;
         if (score > best) {
             best = score;
             best_it = it;
-        } else if (cfg->early_stopping > 0 && it - best_it >= cfg->early_stopping) {
+        } else if (cfg->early_stopping > 0 && it - since >= cfg->early_stopping) {
             it++;
             break;
         }
     }
     *done = it;
-    /* no round scored a number (constant targets): keep them all */
-    *best_round = best_it >= 0 ? best_it + 1 : it;
-    free(pred);
-    free(work);
+    *keep = best_it >= 0 ? best_it + 1 : it;
+    return rc;
+}
+
+/* Mean and standard error of the folds' held-out tau at `rounds` rounds. */
+static int folds_tau(const ranker_config *cfg, fold *folds, int32_t k, int32_t rounds,
+                     double *mean, double *se, char **err)
+{
+    double sum = 0, sq = 0;
+    int32_t m = 0;
+    for (int32_t i = 0; i < k; i++) {
+        double t;
+        int rc = fold_score(&folds[i], cfg, rounds, 1, &t, err);
+        if (rc)
+            return rc;
+        if (!isnan(t)) {
+            sum += t;
+            sq += t * t;
+            m++;
+        }
+    }
+    *mean = m ? sum / m : NAN;
+    *se = m > 1 ? sqrt(fmax(0.0, (sq - sum * sum / m) / (m - 1)) / m) : NAN;
+    return 0;
+}
+
+/* The model on every row for exactly `rounds` rounds. */
+static int train_all(const ranker_config *cfg, const float *x, const float *y, int64_t n,
+                     int64_t f, int32_t rounds, BoosterHandle *out, char **err)
+{
+    fold all;
+    int rc = fold_init(&all, cfg, x, y, f, NULL, n, NULL, 0, err);
+    for (int32_t it = 0; !rc && it < rounds; it++)
+        if (XGBoosterUpdateOneIter(all.b, it, all.dtrain) != 0)
+            rc = fail_xgb(err, "XGBoosterUpdateOneIter");
+    if (!rc)
+        rc = detach_model(all.b, rounds, rounds, cfg->nthread, out, err);
+    fold_free(&all);
     return rc;
 }
 
@@ -326,27 +441,35 @@ int ranker_train(const ranker_config *cfg, const float *x, const float *y, int64
         rc = check_finite(y, n, 1, "the target vector", err);
     if (rc)
         return rc;
-    int64_t n_valid = (int64_t)floor((double)n * cfg->valid_fraction + 0.5);
-    int64_t n_train = n - n_valid;
-    if (cfg->valid_fraction > 0 && n_valid < 2)
+    int32_t k = cfg->folds;
+    int64_t n_valid = k >= 2 ? 0 : (int64_t)floor((double)n * cfg->valid_fraction + 0.5);
+    if (k >= 2 && n < 2 * (int64_t)k)
+        return fail(err, ET_STATUS_ERR_USAGE,
+                    "ranker: %lld rows for %d folds; every fold needs at least 2 held-out rows "
+                    "(more rows, or fewer folds)",
+                    (long long)n, (int)k);
+    if (k < 2 && cfg->valid_fraction > 0 && n_valid < 2)
         return fail(err, ET_STATUS_ERR_USAGE,
                     "ranker: %lld rows x valid_fraction %g hold out %lld; need at least 2 "
                     "(more rows, a larger fraction, or 0 for none)",
                     (long long)n, cfg->valid_fraction, (long long)n_valid);
-    if (n_train < 2)
+    if (n - n_valid < 2)
         return fail(err, ET_STATUS_ERR_USAGE, "ranker: %lld training rows; need at least 2",
-                    (long long)n_train);
+                    (long long)(n - n_valid));
     if ((uint64_t)n > UINT32_MAX)
         return fail(err, ET_STATUS_ERR_USAGE, "ranker: %lld rows is more than a query group holds",
                     (long long)n);
 
-    /* seeded shuffle: the first n_valid rows are held out */
-    int64_t *perm = malloc((size_t)n * sizeof *perm);
-    float *valid_y = malloc(((size_t)n_valid + 1) * sizeof *valid_y);
+    /* seeded shuffle: fold i holds out perm[i n / k, (i + 1) n / k); the
+     * single split holds out the first n_valid */
+    int32_t nf = k >= 2 ? k : 1;
+    int64_t *perm = malloc((size_t)n * sizeof *perm), *idx = malloc((size_t)n * sizeof *idx);
+    fold *folds = calloc((size_t)nf, sizeof *folds);
     ranker *r = calloc(1, sizeof *r);
-    if (!perm || !valid_y || !r) {
+    if (!perm || !idx || !folds || !r) {
         free(perm);
-        free(valid_y);
+        free(idx);
+        free(folds);
         free(r);
         return fail(err, ET_STATUS_ERR_NOMEM, "ranker: out of memory for %lld rows",
                     (long long)n);
@@ -360,55 +483,39 @@ int ranker_train(const ranker_config *cfg, const float *x, const float *y, int64
         perm[i] = perm[j];
         perm[j] = t;
     }
-    for (int64_t i = 0; i < n_valid; i++)
-        valid_y[i] = y[perm[i]];
-
-    DMatrixHandle dtrain = NULL, dvalid = NULL;
-    BoosterHandle b = NULL;
-    int32_t done = 0, keep = 0;
-    rc = make_dmatrix(x, y, perm + n_valid, n_train, f, &dtrain, err);
-    if (!rc && n_valid > 0)
-        rc = make_dmatrix(x, NULL, perm, n_valid, f, &dvalid, err);
-    if (!rc && cfg->objective == RANKER_OBJECTIVE_PAIRWISE) {
-        unsigned group = (unsigned)n_train;
-        if (XGDMatrixSetUIntInfo(dtrain, "group", &group, 1) != 0)
-            rc = fail_xgb(err, "XGDMatrixSetUIntInfo(group)");
-    }
-    if (!rc && XGBoosterCreate(&dtrain, 1, &b) != 0) {
-        b = NULL;
-        rc = fail_xgb(err, "XGBoosterCreate");
+    int32_t ready = 0, done = 0, keep = 0;
+    for (; !rc && ready < nf; ready++) {
+        int64_t lo = k >= 2 ? ready * n / k : 0, hi = k >= 2 ? (ready + 1) * n / k : n_valid;
+        memcpy(idx, perm, (size_t)lo * sizeof *idx);
+        memcpy(idx + lo, perm + hi, (size_t)(n - hi) * sizeof *idx);
+        rc = fold_init(&folds[ready], cfg, x, y, f, idx, n - (hi - lo), perm + lo, hi - lo, err);
     }
     if (!rc)
-        rc = set_params(b, cfg, err);
-    if (!rc)
-        rc = boost(b, cfg, dtrain, dvalid, valid_y, n_valid, &done, &keep, err);
-    if (!rc)
-        rc = detach_model(b, keep, done, cfg->nthread, &r->booster, err);
-    if (!rc) {
-        r->features = f;
-        r->valid_rows = n_valid;
-        r->objective = cfg->objective;
-        r->rounds = keep;
-        r->valid_tau = NAN;
+        rc = boost(cfg, folds, nf, &done, &keep, err);
+    r->features = f;
+    r->objective = cfg->objective;
+    r->rounds = keep;
+    r->folds = k >= 2 ? k : 0;
+    r->valid_rows = k >= 2 ? n : n_valid;
+    r->valid_tau = r->valid_tau_se = NAN;
+    if (!rc && k >= 2) {
+        rc = folds_tau(cfg, folds, k, keep, &r->valid_tau, &r->valid_tau_se, err);
+        if (!rc)
+            rc = train_all(cfg, x, y, n, f, keep, &r->booster, err);
+    } else if (!rc) {
+        rc = detach_model(folds[0].b, keep, done, cfg->nthread, &r->booster, err);
+        if (!rc && n_valid > 0) {
+            XGBoosterFree(folds[0].b);
+            folds[0].b = r->booster; /* score the kept model itself */
+            rc = fold_score(&folds[0], cfg, 0, 1, &r->valid_tau, err);
+            folds[0].b = NULL;
+        }
     }
-    if (!rc && dvalid) {
-        float *pred = malloc((size_t)n_valid * sizeof *pred);
-        double *work = malloc(2 * (size_t)n_valid * sizeof *work);
-        if (!pred || !work)
-            rc = fail(err, ET_STATUS_ERR_NOMEM, "ranker: out of memory");
-        else if ((rc = predict_dmatrix(r->booster, dvalid, n_valid, pred, err)) == 0)
-            r->valid_tau = tau_of(pred, valid_y, n_valid, work);
-        free(pred);
-        free(work);
-    }
-    if (b)
-        XGBoosterFree(b);
-    if (dtrain)
-        XGDMatrixFree(dtrain);
-    if (dvalid)
-        XGDMatrixFree(dvalid);
+    for (int32_t i = 0; i < ready; i++)
+        fold_free(&folds[i]);
+    free(folds);
     free(perm);
-    free(valid_y);
+    free(idx);
     if (rc) {
         ranker_destroy(r);
         return rc;
@@ -427,7 +534,7 @@ int ranker_predict(const ranker *r, const float *x, int64_t n, float *scores, ch
     DMatrixHandle d;
     if ((rc = make_dmatrix(x, NULL, NULL, n, r->features, &d, err)) != 0)
         return rc;
-    rc = predict_dmatrix(r->booster, d, n, scores, err);
+    rc = predict_dmatrix(r->booster, d, n, 0, scores, err);
     XGDMatrixFree(d);
     return rc;
 }
@@ -445,6 +552,16 @@ int32_t ranker_rounds(const ranker *r)
 double ranker_valid_tau(const ranker *r)
 {
     return r->valid_tau;
+}
+
+double ranker_valid_tau_se(const ranker *r)
+{
+    return r->valid_tau_se;
+}
+
+int32_t ranker_folds(const ranker *r)
+{
+    return r->folds;
 }
 
 int64_t ranker_valid_rows(const ranker *r)
@@ -518,16 +635,20 @@ int ranker_save(const ranker *r, uint8_t **buf, size_t *len, char **err)
     if (!p)
         return fail(err, ET_STATUS_ERR_NOMEM, "ranker: out of memory for a %zu-byte model",
                     total);
-    uint64_t tau_bits;
+    uint64_t tau_bits, se_bits;
     memcpy(&tau_bits, &r->valid_tau, sizeof tau_bits);
+    memcpy(&se_bits, &r->valid_tau_se, sizeof se_bits);
     memcpy(p, ranker_magic, 4);
     put_u32(p + 4, RANKER_FORMAT_VERSION);
     put_u32(p + 8, (uint32_t)r->objective);
     put_u32(p + 12, (uint32_t)r->rounds);
-    put_u64(p + 16, (uint64_t)r->features);
-    put_u64(p + 24, (uint64_t)r->valid_rows);
-    put_u64(p + 32, tau_bits);
-    put_u64(p + 40, (uint64_t)model_len);
+    put_u32(p + 16, (uint32_t)r->folds);
+    put_u32(p + 20, 0);
+    put_u64(p + 24, (uint64_t)r->features);
+    put_u64(p + 32, (uint64_t)r->valid_rows);
+    put_u64(p + 40, tau_bits);
+    put_u64(p + 48, se_bits);
+    put_u64(p + 56, (uint64_t)model_len);
     memcpy(p + RANKER_HEADER_BYTES, model, (size_t)model_len);
     *buf = p;
     *len = total;
@@ -576,16 +697,18 @@ int ranker_load(const uint8_t *buf, size_t len, int32_t nthread, ranker **out, c
         return fail(err, ET_STATUS_ERR_FORMAT,
                     "ranker: saved format version %u; this build reads %d (train it again)",
                     (unsigned)version, RANKER_FORMAT_VERSION);
-    uint32_t objective = get_u32(buf + 8), rounds = get_u32(buf + 12);
-    uint64_t features = get_u64(buf + 16), valid_rows = get_u64(buf + 24);
-    uint64_t tau_bits = get_u64(buf + 32), model_len = get_u64(buf + 40);
+    uint32_t objective = get_u32(buf + 8), rounds = get_u32(buf + 12), folds = get_u32(buf + 16);
+    uint64_t features = get_u64(buf + 24), valid_rows = get_u64(buf + 32);
+    uint64_t tau_bits = get_u64(buf + 40), se_bits = get_u64(buf + 48);
+    uint64_t model_len = get_u64(buf + 56);
     if (model_len != len - RANKER_HEADER_BYTES)
         return fail(err, ET_STATUS_ERR_FORMAT,
                     "ranker: the header announces a %llu-byte model but %zu bytes follow "
                     "(truncated?)",
                     (unsigned long long)model_len, len - RANKER_HEADER_BYTES);
     if (objective > RANKER_OBJECTIVE_SQUARED_ERROR || rounds < 1 || rounds > INT32_MAX ||
-        features < 1 || features > INT32_MAX || valid_rows > INT64_MAX)
+        folds == 1 || folds > INT32_MAX || features < 1 || features > INT32_MAX ||
+        valid_rows > INT64_MAX)
         return fail(err, ET_STATUS_ERR_FORMAT, "ranker: the saved header is corrupt");
     ranker *r = calloc(1, sizeof *r);
     if (!r)
@@ -598,8 +721,10 @@ int ranker_load(const uint8_t *buf, size_t len, int32_t nthread, ranker **out, c
     r->objective = (int32_t)objective;
     r->rounds = (int32_t)rounds;
     r->features = (int64_t)features;
+    r->folds = (int32_t)folds;
     r->valid_rows = (int64_t)valid_rows;
     memcpy(&r->valid_tau, &tau_bits, sizeof r->valid_tau);
+    memcpy(&r->valid_tau_se, &se_bits, sizeof r->valid_tau_se);
     *out = r;
     return 0;
 }

@@ -14,8 +14,11 @@
  *    vector seen before are dropped, a seeded `test_fraction` is held out.
  * 3. Two XGBoost rankers (ranker.h) on host->arch_features: one for the
  *    target, one for latency (skipped when latency_samples = 0); objective
- *    rank:pairwise (the paper) or reg:squarederror (the released code). Their
- *    Kendall tau on the held-out rows is logged.
+ *    rank:pairwise (the paper) or reg:squarederror (the released code); the
+ *    boosting rounds chosen by `folds`-fold cross-validation, at least
+ *    `min_rounds`. Their Kendall tau, cross-validated and on the held-out
+ *    rows, is logged and shown in the report (blob
+ *    artifact/ranknas-<seed>-rankers.md, with the candidates' scores).
  * 4. Feature importance, |Kendall tau| of each feature with the target and
  *    XGBoost gain, for both rankers, logged and kept in the store (key
  *    ranknas/<seed>/importance, tab-separated text); the search then keeps
@@ -39,6 +42,7 @@
  * from the store through host->evaluate. Every random choice comes from
  * streams split off host->seed, so a resumed run repeats the search. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +65,8 @@ enum {
     OPT_OBJECTIVE, OPT_TARGET, OPT_RANK_LIST, OPT_CHUNK_STEPS, OPT_MAX_STEPS, OPT_PATIENCE,
     OPT_TAU_THRESHOLD, OPT_SAMPLES, OPT_LATENCY_SAMPLES, OPT_LATENCY_WARMUP, OPT_LATENCY_RUNS,
     OPT_LATENCY_MAX_CV, OPT_LATENCY_LIMIT, OPT_TEST_FRACTION, OPT_MAX_DEPTH, OPT_LEARNING_RATE,
-    OPT_ROUNDS, OPT_EARLY_STOPPING, OPT_VALID_FRACTION, OPT_IMPORTANCE, OPT_TOP_K,
+    OPT_ROUNDS, OPT_MIN_ROUNDS, OPT_EARLY_STOPPING, OPT_FOLDS, OPT_VALID_FRACTION,
+    OPT_IMPORTANCE, OPT_TOP_K,
     OPT_POPULATION, OPT_PARENTS, OPT_MUTATIONS, OPT_MUTATION_PROB, OPT_CROSSOVERS,
     OPT_CROSSOVER_PROB, OPT_ITERATIONS, OPT_MAX_DRAWS, OPT_CANDIDATES, OPT_COUNT
 };
@@ -103,10 +108,17 @@ static const et_option_decl ranknas_options[] = {
                            "boosting learning rate"},
     [OPT_ROUNDS] = {"rounds", ET_OPTION_TYPE_INT, "1000", 1, 1e6, NULL,
                     "boosting rounds at most"},
+    [OPT_MIN_ROUNDS] = {"min_rounds", ET_OPTION_TYPE_INT, "50", 1, 1e6, NULL,
+                        "boosting rounds at least, whatever the validation score (on a few "
+                        "dozen rows its first rounds are noise)"},
     [OPT_EARLY_STOPPING] = {"early_stopping", ET_OPTION_TYPE_INT, "5", 0, 1e6, NULL,
                             "rounds without a better validation score before boosting stops"},
+    [OPT_FOLDS] = {"folds", ET_OPTION_TYPE_INT, "5", 0, 100, NULL,
+                   "cross-validation folds of the training rows that choose the boosting "
+                   "rounds (0 = one split of valid_fraction; fewer when the rows are few)"},
     [OPT_VALID_FRACTION] = {"valid_fraction", ET_OPTION_TYPE_FLOAT, "0.1", 0, 0.9, NULL,
-                            "share of the training rows that decides the boosting's early stop"},
+                            "with folds = 0, share of the training rows that decides the "
+                            "boosting's early stop"},
     [OPT_IMPORTANCE] = {"importance", ET_OPTION_TYPE_CHOICE, "tau", 0, -1, "tau|gain",
                         "what picks the searched features: |Kendall tau| with the target (the "
                         "released code) or XGBoost gain"},
@@ -135,6 +147,13 @@ static const et_option_decl ranknas_options[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
+/* A trained ranker's figures for the report. */
+typedef struct ranker_note {
+    const char *name; /* NULL: no such ranker */
+    int64_t fit, held; /* training rows, and test rows no ranker saw */
+    double test_tau;   /* on the test rows; NAN for fewer than 2 */
+} ranker_note;
+
 typedef struct ranknas {
     const et_host *host;
     et_option_value o[OPT_COUNT];
@@ -144,6 +163,7 @@ typedef struct ranknas {
     const char *target_name;
     /* after the rankers */
     ranker *metric_ranker, *latency_ranker;
+    ranker_note notes[2]; /* the target's ranker, the latency ranker */
     float *lat_scores, *lat_ms; /* latency ranker's training scores and latencies, sorted */
     int64_t n_lat;
     gene_mask searched;
@@ -192,6 +212,11 @@ static int ranknas_create(const et_host *host, const et_option_value *opts, void
     if (opts[OPT_ITERATIONS].i > 1 && opts[OPT_MUTATIONS].i + opts[OPT_CROSSOVERS].i == 0) {
         *err = host->errorf("ranknas: mutations = crossovers = 0 breeds nothing after the first "
                             "iteration: raise one of them or set iterations = 1");
+        return ET_STATUS_ERR_USAGE;
+    }
+    if (opts[OPT_FOLDS].i == 1) {
+        *err = host->errorf("ranknas: folds = 1 holds no row out: set folds = 0 (one split of "
+                            "valid_fraction) or at least 2");
         return ET_STATUS_ERR_USAGE;
     }
     if (opts[OPT_LATENCY_LIMIT].f > 0 && opts[OPT_LATENCY_SAMPLES].i == 0) {
@@ -520,13 +545,68 @@ static void dataset_free(dataset *d)
 
 /* ---------------------------------------------------------------- 3. rankers */
 
+static void ranker_cfg(const ranknas *r, int64_t fit, ranker_config *cfg)
+{
+    ranker_config_default(cfg);
+    cfg->objective =
+        OPT(r, OBJECTIVE).i == 0 ? RANKER_OBJECTIVE_PAIRWISE : RANKER_OBJECTIVE_SQUARED_ERROR;
+    cfg->max_depth = (int32_t)OPT(r, MAX_DEPTH).i;
+    cfg->learning_rate = OPT(r, LEARNING_RATE).f;
+    cfg->rounds = (int32_t)OPT(r, ROUNDS).i;
+    cfg->min_rounds = (int32_t)OPT(r, MIN_ROUNDS).i;
+    cfg->early_stopping = (int32_t)OPT(r, EARLY_STOPPING).i;
+    cfg->folds = (int32_t)OPT(r, FOLDS).i;
+    cfg->valid_fraction = OPT(r, VALID_FRACTION).f;
+    /* every fold, or the single split, holds out at least 2 rows */
+    if (cfg->folds >= 2 && fit < 2 * (int64_t)cfg->folds)
+        cfg->folds = (int32_t)(fit / 2);
+    if (cfg->folds == 0 && cfg->valid_fraction > 0 && fit > 0 &&
+        cfg->valid_fraction * (double)fit < 2)
+        cfg->valid_fraction = 2.0 / (double)fit;
+    cfg->nthread = 1;
+}
+
+/* The training settings, so that a resumed run with other settings trains again. */
+static uint64_t cfg_hash(const ranker_config *cfg)
+{
+    uint64_t lr, vf, h = UINT64_C(0x72616e6b6572);
+    memcpy(&lr, &cfg->learning_rate, sizeof lr);
+    memcpy(&vf, &cfg->valid_fraction, sizeof vf);
+    const uint64_t v[] = {(uint64_t)cfg->objective, (uint64_t)cfg->max_depth, lr,
+                          (uint64_t)cfg->rounds, (uint64_t)cfg->min_rounds,
+                          (uint64_t)cfg->early_stopping, (uint64_t)cfg->folds, vf};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        h = et_rng_mix64(h ^ v[i]);
+    return h;
+}
+
+/* "0.2140 ± 0.0810 (5-fold cross-validation)" or "0.2140 (4 validation
+ * rows)" (or "-" when unknown): the ranker's own held-out tau. */
+static void describe_valid_tau(const ranker *rk, char *out, size_t n)
+{
+    double tau = ranker_valid_tau(rk), se = ranker_valid_tau_se(rk);
+    int32_t folds = ranker_folds(rk);
+    if (isnan(tau))
+        snprintf(out, n, "-");
+    else if (folds >= 2 && !isnan(se))
+        snprintf(out, n, "%.4f ± %.4f (%d-fold cross-validation)", tau, se, (int)folds);
+    else if (folds >= 2)
+        snprintf(out, n, "%.4f (%d-fold cross-validation)", tau, (int)folds);
+    else
+        snprintf(out, n, "%.4f (%lld validation rows)", tau, (long long)ranker_valid_rows(rk));
+}
+
 /* Loads the ranker `name` from the store, or trains it on d's training rows
- * and stores it; logs its held-out tau. */
-static int fit_ranker(ranknas *r, const char *name, const dataset *d, ranker **out, char **err)
+ * and stores it; logs its held-out tau and notes it for the report. */
+static int fit_ranker(ranknas *r, const char *name, const dataset *d, ranker **out,
+                      ranker_note *note, char **err)
 {
     const et_host *h = r->host;
-    char key[160];
-    snprintf(key, sizeof key, "%s/%s_ranker", r->key, name);
+    ranker_config cfg;
+    ranker_cfg(r, d->fit, &cfg);
+    char key[192];
+    snprintf(key, sizeof key, "%s/%s_ranker-%016llx", r->key, name,
+             (unsigned long long)cfg_hash(&cfg));
     void *data = NULL;
     size_t bytes = 0;
     int rc = h->blob_get(h->ctx, key, &data, &bytes, err);
@@ -544,19 +624,7 @@ static int fit_ranker(ranknas *r, const char *name, const dataset *d, ranker **o
                              "raise the samples", (long long)d->fit, name);
             return ET_STATUS_ERR_USAGE;
         }
-        ranker_config cfg;
-        ranker_config_default(&cfg);
-        cfg.objective = OPT(r, OBJECTIVE).i == 0 ? RANKER_OBJECTIVE_PAIRWISE
-                                                 : RANKER_OBJECTIVE_SQUARED_ERROR;
-        cfg.max_depth = (int32_t)OPT(r, MAX_DEPTH).i;
-        cfg.learning_rate = OPT(r, LEARNING_RATE).f;
-        cfg.rounds = (int32_t)OPT(r, ROUNDS).i;
-        cfg.early_stopping = (int32_t)OPT(r, EARLY_STOPPING).i;
-        cfg.valid_fraction = OPT(r, VALID_FRACTION).f;
-        if (cfg.valid_fraction > 0 && cfg.valid_fraction * (double)d->fit < 2)
-            cfg.valid_fraction = 2.0 / (double)d->fit;
         cfg.seed = et_rng_mix64(h->seed ^ (uint64_t)strlen(name));
-        cfg.nthread = 1;
         uint8_t *buf = NULL;
         size_t len = 0;
         if ((rc = ranker_train(&cfg, d->x, d->y, d->fit, r->f, out, err)) ||
@@ -591,9 +659,14 @@ static int fit_ranker(ranknas *r, const char *name, const dataset *d, ranker **o
         if (rc)
             return rc;
     }
+    *note = (ranker_note){name, d->fit, held, tau};
+    char valid[128], test[96] = "";
+    describe_valid_tau(*out, valid, sizeof valid);
+    if (held >= 2)
+        snprintf(test, sizeof test, ", %.4f on %lld held-out rows", tau, (long long)held);
     h->log(h->ctx, ET_LOG_LEVEL_INFO,
-           "ranknas: %s ranker: %d rounds on %lld rows; Kendall tau %.4f on %lld held-out rows",
-           name, ranker_rounds(*out), (long long)d->fit, tau, (long long)held);
+           "ranknas: %s ranker: %d rounds on %lld rows; Kendall tau %s%s", name,
+           ranker_rounds(*out), (long long)d->fit, valid, test);
     return 0;
 }
 
@@ -831,6 +904,104 @@ static int prune(ranknas *r, const et_arch *archs, int64_t n, char **err)
     return 0;
 }
 
+/* ---------------------------------------------------------------- report */
+
+typedef struct page {
+    char *s;
+    size_t len, cap;
+    int nomem;
+} page;
+
+__attribute__((format(printf, 2, 3))) static void tadd(page *t, const char *fmt, ...)
+{
+    for (int pass = 0; pass < 2 && !t->nomem; pass++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->nomem = 1;
+        } else if (t->s && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        } else {
+            size_t cap = 2 * (t->cap + (size_t)n) + 256;
+            char *s = realloc(t->s, cap);
+            if (!s)
+                t->nomem = 1;
+            else
+                t->s = s, t->cap = cap;
+        }
+    }
+}
+
+/* The report's page on the rankers (blob artifact/ranknas-<seed>-rankers.md):
+ * each one's held-out Kendall tau, cross-validated and on the test rows,
+ * and the candidates with their ranker scores (res: their supernet scores,
+ * NULL when there are none). */
+static int rankers_md(ranknas *r, const et_arch *cand, const double *cand_s,
+                      const et_eval_result *res, int64_t got, char **err)
+{
+    const et_host *h = r->host;
+    page t = {0};
+    tadd(&t, "# RankNAS rankers\n\nKendall tau between a ranker's scores and the measured "
+             "values on rows it was not trained on: the mean (± standard error) over the "
+             "cross-validation folds of its training rows, which also chose its boosting "
+             "rounds (so it leans optimistic), and on the test rows that no ranker saw "
+             "(test_fraction; few rows make it noisy).\n\n| ranker | objective | training "
+             "rows | rounds | cross-validated tau (± s.e.) | test rows | test tau |\n"
+             "|---|---|---|---|---|---|---|\n");
+    for (int k = 0; k < 2; k++) {
+        const ranker_note *n = &r->notes[k];
+        const ranker *rk = k ? r->latency_ranker : r->metric_ranker;
+        if (!n->name || !rk)
+            continue;
+        char valid[128];
+        describe_valid_tau(rk, valid, sizeof valid);
+        tadd(&t, "| %s | %s | %lld | %d | %s | %lld | ", n->name,
+             OPT(r, OBJECTIVE).i == 0 ? "rank:pairwise" : "reg:squarederror", (long long)n->fit,
+             (int)ranker_rounds(rk), valid, (long long)n->held);
+        if (isnan(n->test_tau))
+            tadd(&t, "- |\n");
+        else
+            tadd(&t, "%.4f |\n", n->test_tau);
+    }
+    int with_latency = r->latency_ranker != NULL;
+    const char *what = OPT(r, TARGET).i == TARGET_LOSS ? "loss" : r->target_name;
+    if (got > 0) {
+        tadd(&t, "\nCandidates, in the ranker's order:\n\n| # | ranker score | %s"
+                 "supernet %s | architecture |\n|---|---|%s---|---|\n",
+             with_latency ? "latency ranker's estimate (ms) | " : "", what,
+             with_latency ? "---|" : "");
+        for (int64_t i = 0; i < got; i++) {
+            char arch[16384];
+            if (h->arch_format(h->space, &cand[i], arch, sizeof arch) < 0)
+                snprintf(arch, sizeof arch, "?");
+            tadd(&t, "| %lld | %.6g | ", (long long)i + 1, cand_s[i]);
+            if (with_latency) {
+                float ls;
+                int rc = predict(r->latency_ranker, r, &cand[i], &ls, err);
+                if (rc) {
+                    free(t.s);
+                    return rc;
+                }
+                tadd(&t, "%.4g | ", latency_estimate(r, ls));
+            }
+            tadd(&t, "%.6g | `%s` |\n",
+                 OPT(r, TARGET).i == TARGET_LOSS ? res[i].loss : res[i].metric, arch);
+        }
+    }
+    if (t.nomem) {
+        free(t.s);
+        return nomem(r, err);
+    }
+    char key[128];
+    snprintf(key, sizeof key, "artifact/ranknas-%016llx-rankers.md", (unsigned long long)h->seed);
+    int rc = h->blob_put(h->ctx, key, t.s, t.len, err);
+    free(t.s);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- run */
 
 static int ranknas_run(void *state, char **err)
@@ -871,7 +1042,7 @@ static int ranknas_run(void *state, char **err)
                    "(std/mean over %g)", (long long)dropped, (long long)nl,
                    OPT(r, LATENCY_MAX_CV).f);
         if ((rc = build(r, archs, y, keep, nl, STREAM_LATENCY_SPLIT, &dl, err)) ||
-            (rc = fit_ranker(r, "latency", &dl, &r->latency_ranker, err)) ||
+            (rc = fit_ranker(r, "latency", &dl, &r->latency_ranker, &r->notes[1], err)) ||
             (rc = importance(r, &dl, r->latency_ranker, r->importance[2], r->importance[3], err)))
             goto done;
         r->n_lat = dl.fit;
@@ -890,7 +1061,7 @@ static int ranknas_run(void *state, char **err)
     if ((rc = draw_distinct(r, STREAM_SAMPLES, ns, archs, err)) ||
         (rc = score_archs(r, archs, ns, y, "ranknas samples", err)) ||
         (rc = build(r, archs, y, NULL, ns, STREAM_SPLIT, &dm, err)) ||
-        (rc = fit_ranker(r, r->target_name, &dm, &r->metric_ranker, err)) ||
+        (rc = fit_ranker(r, r->target_name, &dm, &r->metric_ranker, &r->notes[0], err)) ||
         (rc = importance(r, &dm, r->metric_ranker, r->importance[0], r->importance[1], err)) ||
         (rc = keep_importance(r, with_latency, err)) || (rc = prune(r, archs, ns, err)))
         goto done;
@@ -922,6 +1093,7 @@ static int ranknas_run(void *state, char **err)
     if (got == 0) {
         h->log(h->ctx, ET_LOG_LEVEL_WARN, "ranknas: the search found no candidate under the "
                "constraints");
+        rc = rankers_md(r, cand, cand_s, NULL, 0, err);
         goto done;
     }
     et_eval_result *res = malloc(sizeof *res * (size_t)got);
@@ -943,6 +1115,8 @@ static int ranknas_run(void *state, char **err)
                    OPT(r, TARGET).i == TARGET_LOSS ? "loss" : r->target_name,
                    OPT(r, TARGET).i == TARGET_LOSS ? res[i].loss : res[i].metric, text);
         }
+    if (!rc)
+        rc = rankers_md(r, cand, cand_s, res, got, err);
     free(res);
 done:
     dataset_free(&dm);
