@@ -2,7 +2,9 @@
 # The translation benchmark of the tasks issue: one fixed Transformer
 # (E 256, 3 + 3 layers, 4 heads, FFN 1024, pre-norm) trained on the
 # German->English pairs of data/deen (./bootstrap prepares them, joint BPE
-# with 4000 merges) with each of these attention set-ups:
+# with 4000 merges; init = xavier as fairseq, which in 400 updates reached
+# loss 5.16 against 5.69 with the default N(0, 0.02^2)) with each of these
+# attention set-ups:
 #   softmax               softmax everywhere
 #   cosformer-encoder     cosFormer in the encoder
 #   cosformer-everywhere  cosFormer in the encoder and decoder self-attention
@@ -19,7 +21,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/..}
-steps=${2:-3000}
+steps=${2:-2000}
 threads=${3:-2}
 shift $(($# < 3 ? $# : 3))
 data=$here/../data/deen
@@ -59,6 +61,7 @@ samples = 1
 [proxy params]
 [proxy flops]
 [train]
+init = xavier
 steps = $steps
 batch_size = 128
 eval_batch_size = 256
