@@ -221,6 +221,7 @@ static void write_predicted(FILE *f, const gather *g)
             double *p = malloc(sizeof *p * g->nf), *m = malloc(sizeof *m * g->nf);
             if (!p || !m) {
                 free(p), free(m);
+                fprintf(f, "\n(Predicted against measured %s: out of memory.)\n", meas);
                 return;
             }
             size_t n = 0, predicted = 0;

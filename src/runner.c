@@ -350,13 +350,14 @@ static void custom_close(custom_arch *c)
 {
     if (!c)
         return;
+    /* the models hold the operators' options until they are destroyed */
+    et_model_destroy(c->model);
+    et_model_destroy(c->zc_model);
     for (int32_t i = 0; i < c->n; i++) {
         if (c->macs_state[i])
             c->impl[i].vt->destroy(c->macs_state[i]);
         et_attn_choice_free(&c->ch[i]);
     }
-    et_model_destroy(c->model);
-    et_model_destroy(c->zc_model);
     free(c);
 }
 

@@ -223,6 +223,8 @@ int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, doubl
                         double *loss, char **err)
 {
     int32_t bs = t->cfg.eval_batch_size;
+    t->repeaters = 0;
+    t->repeat_share = NAN;
     int rc = et_model_bind(t->model, arch, bs, t->info.max_src_len, err);
     if (rc)
         return rc;
@@ -243,8 +245,6 @@ int et_trainer_evaluate(et_trainer *t, const et_arch *arch, int32_t split, doubl
     }
     double loss_sum = 0;
     int64_t right = 0, seen = 0, decoded = 0;
-    t->repeaters = 0;
-    t->repeat_share = NAN;
     for (int64_t i = 0; i < count && !rc; i++) {
         et_batch b;
         char *terr = NULL;

@@ -205,7 +205,11 @@ struct et_host {
      * own MAC counts, a model built with them for latency, memory and
      * zero-cost scores), once per run like any arch, and train_custom's
      * stored results carry the same figures. cost_custom gives NAN when no
-     * [proxy] gives the figure. */
+     * [proxy] gives the figure. Figures a proxy predicts from the arch's
+     * features (latency_mlp's latency_pred_ms) cannot see the operators:
+     * they are the prediction for the space's choice, and a predictor
+     * first trained inside such a call samples the custom space. Use
+     * measured figures for graph architectures. */
     int (*cost_custom)(void *ctx, const et_arch *arch, int32_t stack, const char *const *ops,
                        const char *figure, double *value, char **err);
     int (*satisfies_custom)(void *ctx, const et_arch *arch, int32_t stack,
