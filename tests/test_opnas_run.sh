@@ -58,7 +58,7 @@ INI
 result() { grep "opnas #\|opnas UCB\|opnas final\|opnas generation\|opnas rejected" "$1" |
     sed 's/^.*opnas/opnas/'; }
 
-echo "1..5"
+echo "1..6"
 ini a 3 3 20 >"$tmp/a.ini"
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -119,4 +119,16 @@ else
 fi
 [ $killed -ge 1 ] && ok "at least one kill landed before the run finished" ||
     not_ok "no kill landed (the run finished too fast)"
+
+# side by side: OP-NAS and random search (standard attention, random blocks
+# and kernels on the supernet) in one experiment and one report
+{ ini s 3 1 20; printf '[search random]\nsamples = 4\n'; } >"$tmp/s.ini"
+"$etnas" run "$tmp/s.ini" >"$tmp/s.out" 2>"$tmp/s.err"
+rc=$?
+if [ $rc -eq 0 ] && grep -q "^opnas,1," "$tmp/s/results.csv" && grep -q "^random,1," "$tmp/s/results.csv" &&
+    grep -q "^| opnas | 1 |" "$tmp/s/report.md" && grep -q "^| random | 1 |" "$tmp/s/report.md"; then
+    ok "opnas and random search side by side in one run and one report"
+else
+    not_ok "side by side" "exit $rc" "$(tail -n 4 "$tmp/s.err")" "$(cat "$tmp/s/results.csv" 2>/dev/null)"
+fi
 [ $fails -eq 0 ]
