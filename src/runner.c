@@ -106,6 +106,7 @@ struct runner {
     et_model *zc_model; /* zero-cost scoring at initialisation */
     int32_t zc_batch;
     custom_arch *custom; /* the arch whose costs are being measured, if custom */
+    int no_valid;        /* the task has no validation examples (one-arch spaces only) */
 };
 
 static double now(void)
@@ -572,7 +573,9 @@ static int stored_eval_with(strategy *s, et_trainer *inherit, const char *label,
         return rc;
     if (rc == 0) {
         double t0 = now(), metric, loss, repeat_share = NAN;
-        if (standalone_steps > 0) {
+        if (split == ET_SPLIT_VALID && r->no_valid) {
+            metric = loss = NAN; /* nothing to measure on: stored without figures */
+        } else if (standalone_steps > 0) {
             rc = standalone(r, arch, standalone_steps, split, &metric, &loss, &repeat_share, err);
         } else {
             rc = et_trainer_evaluate(inherit, arch, split, &metric, &loss, err);
@@ -582,9 +585,11 @@ static int stored_eval_with(strategy *s, et_trainer *inherit, const char *label,
             return rc;
         memset(&got, 0, sizeof got);
         snprintf(got.stage, sizeof got.stage, "%s", stage);
-        et_store_figures_add(&got.metrics, "metric", metric);
-        et_store_figures_add(&got.metrics, "loss", loss);
-        if (r->info.tgt_vocab > 0) /* token tasks: the loss is per target token */
+        if (isfinite(metric))
+            et_store_figures_add(&got.metrics, "metric", metric);
+        if (isfinite(loss))
+            et_store_figures_add(&got.metrics, "loss", loss);
+        if (r->info.tgt_vocab > 0 && isfinite(loss)) /* token tasks: the loss is per target token */
             et_store_figures_add(&got.metrics, "perplexity", exp(loss));
         if (isfinite(repeat_share)) { /* decoded: the share of "repeater" hypotheses */
             et_store_figures_add(&got.metrics, "repeat_share", repeat_share);
@@ -1399,6 +1404,20 @@ static int setup(runner *r, int resume, char **err)
     et_log(ET_LOG_LEVEL_INFO, "task %s: %lld train, %lld valid, %lld test examples",
            x->task.plugin->desc->name, (long long)r->info.split_size[0],
            (long long)r->info.split_size[1], (long long)r->info.split_size[2]);
+    if (r->info.split_size[ET_SPLIT_VALID] == 0) {
+        /* nothing to compare architectures on: only a one-architecture
+         * space (a fixed model, e.g. trained on every training example)
+         * runs, and its valid figures are not measured */
+        char count[64];
+        if (et_space_count(&x->space, count, sizeof count) < 0 || strcmp(count, "1"))
+            return et_fail(err, ET_STATUS_ERR_USAGE,
+                           "[task] %s has no validation examples, and a search needs them to "
+                           "compare architectures (only a space of one architecture runs "
+                           "without them)", x->task.plugin->desc->name);
+        r->no_valid = 1;
+        et_log(ET_LOG_LEVEL_INFO, "task %s: no validation examples: the one architecture is "
+               "trained and tested, no valid figures", x->task.plugin->desc->name);
+    }
 
     /* attention operators (one instance per choice for MAC counts) */
     for (int st = 0; st < 3; st++)
@@ -1557,7 +1576,7 @@ static int pick(const runner *r, const strategy *s, int top, record *out, char *
     }
     for (size_t i = 0; i < s->n; i++) {
         const record *c = &s->recs[i];
-        if (!c->ok || !isfinite(c->metric))
+        if (!c->ok || (!isfinite(c->metric) && !r->no_valid)) /* no_valid: one arch */
             continue;
         uint64_t h = et_arch_hash(&r->x->space, &c->arch);
         int dup = 0;

@@ -53,7 +53,7 @@ INI
 # results.csv holds no wall times: interrupted or not, it must be the same
 results() { cat "$1/results.csv"; }
 
-echo "1..11"
+echo "1..13"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -129,6 +129,26 @@ else
     not_ok "rank_check" "$(tail -n 5 "$tmp/rank.out")" "$(cat "$tmp/rank/report.md")"
 fi
 rm -f "$tmp/plugins/fake_attn.so"
+
+# no validation examples: refused for a search, a one-architecture space trains and tests
+write_ini "$tmp/nv" 100
+"$etnas" run "$tmp/nv.ini" --set task.valid=0 >/dev/null 2>"$tmp/nv.err"
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c '^etnas run:' "$tmp/nv.err")" -eq 1 ] &&
+    tail -n 1 "$tmp/nv.err" | grep -q "^etnas run: \[task\] synth has no validation examples"; then
+    ok "a search without validation examples is refused in one line, exit 2"
+else
+    not_ok "search without valid" "exit $rc" "$(cat "$tmp/nv.err")"
+fi
+sed -i -e 's/^encoder_embed_dim = .*/encoder_embed_dim = 16/' -e 's/^encoder_layers = .*/encoder_layers = 1/' \
+    -e 's/^encoder_ffn_dim = .*/encoder_ffn_dim = 16/' -e 's/^encoder_heads = .*/encoder_heads = 2/' "$tmp/nv.ini"
+"$etnas" run "$tmp/nv.ini" --set task.valid=0 >"$tmp/nv.out" 2>"$tmp/nv.err"
+rc=$?
+if [ $rc -eq 0 ] && grep -q '^| random | 1 | 1 | - | 0\.[0-9]* |' "$tmp/nv.out"; then
+    ok "one architecture without validation examples is trained and tested (valid: -)"
+else
+    not_ok "one arch without valid" "exit $rc" "$(cat "$tmp/nv.out")" "$(tail -n 3 "$tmp/nv.err")"
+fi
 
 # killed runs: a longer supernet so the kills land in training and search
 write_ini "$tmp/full" 1500

@@ -51,7 +51,8 @@ static const et_option_decl classify_options[] = {
     {"data", ET_OPTION_TYPE_PATH, CLASSIFY_FASHION_MNIST_DIR, 1, 0, NULL,
      "directory of the data files (default: Debian's dataset-fashion-mnist, for format = idx)"},
     {"valid_size", ET_OPTION_TYPE_INT, "5000", 0, 1e9, NULL,
-     "training examples held out for validation, drawn by the seed"},
+     "training examples held out for validation, drawn by the seed (0: train on "
+     "all of them; only a space of one architecture runs without validation)"},
     {"patch", ET_OPTION_TYPE_INT, "4", 1, 1024, NULL,
      "patch side P in pixels; both image sides must divide by it"},
     {"normalize", ET_OPTION_TYPE_BOOL, "true", 1, 0, NULL,

@@ -20,7 +20,7 @@ typedef struct synth {
 
 static const et_option_decl synth_options[] = {
     {"train", ET_OPTION_TYPE_INT, "512", 1, 1e7, NULL, "training examples"},
-    {"valid", ET_OPTION_TYPE_INT, "128", 1, 1e7, NULL, "validation examples"},
+    {"valid", ET_OPTION_TYPE_INT, "128", 0, 1e7, NULL, "validation examples"},
     {"test", ET_OPTION_TYPE_INT, "128", 1, 1e7, NULL, "test examples"},
     {"data_seed", ET_OPTION_TYPE_INT, "77", 0, 1e15, NULL, "seed of the examples"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
