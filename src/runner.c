@@ -1636,24 +1636,50 @@ static int finalize(runner *r, strategy *s, const char *label, int32_t rank, con
     return et_store_final_put(r->store, &key, rank, err);
 }
 
-/* The mFormer question: the winner against the same arch with every layer
- * on one attention operator, for each operator of the space, trained and
- * scored the same way. */
+/* The choice of `ops` whose operator (the text before any "(") is `name`,
+ * or -1. */
+static int32_t choice_named(const et_text_choices *ops, const char *name, size_t len)
+{
+    for (int32_t c = 0; c < ops->n; c++)
+        if (!strncmp(ops->v[c], name, len) && (ops->v[c][len] == 0 || ops->v[c][len] == '('))
+            return c;
+    return -1;
+}
+
+/* The mFormer question: the winner against the same arch with one
+ * attention operator throughout, trained and scored the same way, for each
+ * operator of the space's self-attention choices: every encoder and decoder
+ * layer gets that operator's choice where its stack offers it (a stack
+ * without it keeps the winner's choices); cross-attention stays as found.
+ * Labelled "STRATEGY all-OPERATOR". */
 static int compare_attention(runner *r, strategy *s, const et_arch *winner, char **err)
 {
-    const et_text_choices *ops = &r->x->space.enc.attention;
-    for (int32_t c = 0; c < ops->n && ops->n > 1; c++) {
-        et_arch a = *winner;
-        for (int32_t l = 0; l < ET_MAX_LAYERS; l++)
-            a.enc.layer[l].attention = c;
-        if (et_arch_hash(&r->x->space, &a) == et_arch_hash(&r->x->space, winner))
-            continue;
-        char label[ET_MAX_CHOICE_TEXT + 300];
-        snprintf(label, sizeof label, "%s all-%s", s->sp->sec->name, ops->v[c]);
-        int rc = finalize(r, s, label, 0, &a, err);
-        if (rc)
-            return rc;
-    }
+    const et_stack_space *st[2] = {&r->x->space.enc, &r->x->space.dec};
+    et_stack_arch *sa[2];
+    for (int k = 0; k < 2; k++)
+        for (int32_t c = 0; c < st[k]->attention.n; c++) {
+            const char *name = st[k]->attention.v[c];
+            size_t len = strcspn(name, "(");
+            /* each operator once: at its first appearance */
+            if (choice_named(&st[k]->attention, name, len) < c ||
+                (k == 1 && choice_named(&st[0]->attention, name, len) >= 0))
+                continue;
+            et_arch a = *winner;
+            sa[0] = &a.enc;
+            sa[1] = &a.dec;
+            for (int j = 0; j < 2; j++) {
+                int32_t at = st[j]->present ? choice_named(&st[j]->attention, name, len) : -1;
+                for (int32_t l = 0; at >= 0 && l < ET_MAX_LAYERS; l++)
+                    sa[j]->layer[l].attention = at;
+            }
+            if (et_arch_hash(&r->x->space, &a) == et_arch_hash(&r->x->space, winner))
+                continue;
+            char label[ET_MAX_CHOICE_TEXT + 300];
+            snprintf(label, sizeof label, "%s all-%.*s", s->sp->sec->name, (int)len, name);
+            int rc = finalize(r, s, label, 0, &a, err);
+            if (rc)
+                return rc;
+        }
     return 0;
 }
 

@@ -244,8 +244,11 @@ run_shipped wmt14-mformer.ini w --set task.data="$tmp/wmt" --set task.max_tokens
     --set train.beam=1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "ranknas: candidate 1:" "$tmp/w.err" && grep -q "^ranknas,1," "$tmp/w/results.csv" &&
-    grep -q "test final: bleu [0-9.]*, loss [0-9.]*, [0-9.]* % of hypotheses with a token 4+ times in a row" "$tmp/w.err"; then
-    ok "etc/wmt14-mformer.ini runs ranknas on tiny generated parallel text (BLEU and repeater share of the finals logged)"
+    grep -q "test final: bleu [0-9.]*, loss [0-9.]*, [0-9.]* % of hypotheses with a token 4+ times in a row" "$tmp/w.err" &&
+    grep -q "^ranknas all-softmax,1,.*dec(.*" "$tmp/w/results.csv" && grep -q "^ranknas all-cosformer,1,.*dec(.*" "$tmp/w/results.csv" &&
+    ! grep "^ranknas all-cosformer," "$tmp/w/results.csv" | grep -q "[[,]attn=softmax" &&
+    ! grep "^ranknas all-softmax," "$tmp/w/results.csv" | grep -q "[[,]attn=cosformer"; then
+    ok "etc/wmt14-mformer.ini runs ranknas on tiny generated parallel text (BLEU and repeater share of the finals logged; all-softmax and all-cosformer encoder and decoder baselines)"
 else
     not_ok "wmt14-mformer" "exit $rc" "$(tail -n 3 "$tmp/w.err")"
 fi
