@@ -199,6 +199,76 @@ static void write_ranking(FILE *f, const gather *g)
     }
 }
 
+/* The operator names of one stack's layers in an arch text
+ * ("enc(E=64,L=2)[...,attn=softmax,...][...,attn=cosformer(...),...]"),
+ * as "softmax cosformer", into out. */
+static void stack_ops(const char *arch, const char *stack, char *out, size_t n)
+{
+    out[0] = 0;
+    size_t len = strlen(stack), used = 0;
+    const char *p = arch;
+    while ((p = strstr(p, stack)) && !(p == arch || p[-1] == ';'))
+        p += len;
+    if (!p || p[len] != '(')
+        return;
+    const char *end = strchr(p, ';');
+    if (!end)
+        end = p + strlen(p);
+    for (const char *a = p; (a = strstr(a, "attn=")) && a < end; a += 5) {
+        if (a[-1] != ',' && a[-1] != '[')
+            continue; /* xattn= */
+        size_t w = strcspn(a + 5, "(,]");
+        int k = snprintf(out + used, n - used, "%s%.*s", used ? " " : "", (int)w, a + 5);
+        if (k < 0 || (size_t)k >= n - used)
+            return;
+        used += (size_t)k;
+    }
+}
+
+/* The mFormer question: each strategy's found model beside the same
+ * architecture with one attention operator throughout (the rows that
+ * [final] compare_attention adds, labelled "STRATEGY all-OPERATOR"), with
+ * the test metric, size, FLOPs, measured latency and each layer's operator. */
+static void write_uniform(FILE *f, const gather *g)
+{
+    int header = 0;
+    for (size_t i = 0; i < g->nf; i++) {
+        const final_row *w = &g->fin[i];
+        size_t len = strlen(w->strategy), rows = 0;
+        if (w->rank != 0 || strstr(w->strategy, " all-"))
+            continue;
+        for (size_t j = 0; j < g->nf; j++)
+            rows += !strncmp(g->fin[j].strategy, w->strategy, len) &&
+                    !strncmp(g->fin[j].strategy + len, " all-", 5);
+        if (!rows)
+            continue;
+        if (!header)
+            fprintf(f, "\n## The found model against one operator throughout\n\nEach "
+                       "strategy's winner beside the same architecture with every "
+                       "self-attention layer on one operator, trained and tested the same way "
+                       "(cross-attention as found).\n");
+        header = 1;
+        fprintf(f, "\n### %s\n\n| model | test metric | params (M) | FLOPs (G) | latency (ms) | "
+                   "encoder attention | decoder attention |\n|---|---|---|---|---|---|---|\n",
+                label(w->strategy));
+        for (size_t j = 0; j < g->nf; j++) {
+            const final_row *r = &g->fin[j];
+            int self = r == w;
+            if (!self && (strncmp(r->strategy, w->strategy, len) ||
+                          strncmp(r->strategy + len, " all-", 5)))
+                continue;
+            char enc[512], dec[512];
+            stack_ops(r->arch, "enc", enc, sizeof enc);
+            stack_ops(r->arch, "dec", dec, sizeof dec);
+            fprintf(f, "| %s | %.4f | ", self ? "found" : r->strategy + len + 1, r->test_metric);
+            fmt_num(f, cost_of(&r->costs, "params_m"), " | ");
+            fmt_num(f, cost_of(&r->costs, "flops_g"), " | ");
+            fmt_num(f, cost_of(&r->costs, "latency_ms"), " | ");
+            fprintf(f, "%s | %s |\n", enc[0] ? enc : "-", dec[0] ? dec : "-");
+        }
+    }
+}
+
 /* Predictions beside measurements: a cost figure NAME_pred_UNIT (such as
  * latency_pred_ms) predicts the figure NAME_UNIT that another proxy
  * measures (latency_ms). For every final model with both: the two and the
@@ -250,8 +320,11 @@ static void write_predicted(FILE *f, const gather *g)
                     se += (p[j] - m[j]) * (p[j] - m[j]);
                 fprintf(f, "\nOver %zu final model%s: RMSE %.4g", n, n == 1 ? "" : "s",
                         sqrt(se / (double)n));
-                if (n >= 2)
-                    fprintf(f, ", Kendall tau %.3f", et_kendall_tau(p, m, n));
+                double tau = n >= 2 ? et_kendall_tau(p, m, n) : NAN;
+                if (isfinite(tau))
+                    fprintf(f, ", Kendall tau %.3f", tau);
+                else if (n >= 2) /* every prediction (or measurement) the same */
+                    fprintf(f, ", Kendall tau undefined (all tied)");
                 fprintf(f, ".\n");
             } else if (predicted) {
                 fprintf(f, "\nThe final models have the prediction %s but no measured %s: add "
@@ -468,6 +541,7 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
     if (table) {
         write_table(table, &g, higher);
         write_ranking(table, &g);
+        write_uniform(table, &g);
         write_predicted(table, &g);
     }
     char *path = et_strdupf("%s/report.md", out_dir);
@@ -480,6 +554,7 @@ int et_report_write(et_store *st, int64_t run, const char *out_dir, int higher, 
     fprintf(f, "# Run %lld of %s\n\n", (long long)run, et_store_path(st));
     write_table(f, &g, higher);
     write_ranking(f, &g);
+    write_uniform(f, &g);
     write_predicted(f, &g);
     /* the cost figures, for plots */
     const char *figs[ET_STORE_MAX_FIGURES];

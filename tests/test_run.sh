@@ -117,10 +117,12 @@ ln -sf "$ET_BUILDDIR/tests/plugins/.libs/fake_attn.so" "$tmp/plugins/"
 sed -i 's/^encoder_attention = ref_softmax$/encoder_attention = ref_softmax, fake_attn/' "$tmp/cmp.ini"
 "$etnas" run "$tmp/cmp.ini" --set final.compare_attention=true >"$tmp/cmp.out" 2>&1
 rows=$(grep -c '^random all-\|^second all-' "$tmp/cmp/results.csv")
-if [ "$rows" -ge 2 ]; then
-    ok "compare_attention adds the uniform-operator baselines of each winner"
+if [ "$rows" -ge 2 ] && grep -q "^## The found model against one operator throughout" "$tmp/cmp/report.md" &&
+    grep -q "^| found | 0\.[0-9]* | [0-9.]* | [0-9.]* | [0-9.]* | [a-z_ ]* | - |$" "$tmp/cmp/report.md" &&
+    grep -q "^| all-fake_attn | 0\.[0-9]* | [0-9.]* | [0-9.]* | [0-9.]* | fake_attn\( fake_attn\)* | - |$" "$tmp/cmp/report.md"; then
+    ok "compare_attention adds the uniform-operator baselines of each winner, set beside it in the report"
 else
-    not_ok "compare_attention" "$(cat "$tmp/cmp/results.csv")"
+    not_ok "compare_attention" "$(cat "$tmp/cmp/results.csv")" "$(cat "$tmp/cmp/report.md")"
 fi
 "$etnas" run "$tmp/cmp.ini" --set final.rank_check=3 --set experiment.output="$tmp/rank" >"$tmp/rank.out" 2>&1
 if grep -q "^- random: -\{0,1\}[0-9.]* over 3 archs" "$tmp/rank/report.md"; then
