@@ -16,7 +16,12 @@
  *
  * Features: `hat` takes the leading summary features (HAT's ten for seq2seq
  * spaces; embedding dim, depth, mean FFN, mean heads and mean attention
- * choice for one-stack spaces), `all` adds every per-layer gene. */
+ * choice for one-stack spaces), `all` adds every per-layer gene. HAT's ten
+ * know nothing of the attention operator, which is what an mFormer space
+ * chooses, so with `hat` a seq2seq space whose encoder or decoder offers
+ * more than one operator also gets that stack's mean attention choice
+ * (0 = every layer on the first operator listed, 1 = every layer on the
+ * last). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +39,7 @@ typedef struct latency_mlp {
     int32_t warmup, runs, features;
     double lr, holdout;
     int64_t f; /* features the model reads */
+    int32_t attn_means[2]; /* hat on seq2seq: append the encoder's / decoder's mean attention */
     mlp *model;
     float *feat, *in; /* all features of one arch, and the model's input (f) */
 } latency_mlp;
@@ -100,6 +106,11 @@ static int latency_mlp_create(const et_host *host, const et_option_value *opts, 
     int64_t all = host->arch_feature_count(host->space);
     int64_t summary = host->space->kind == ET_MODEL_KIND_SEQ2SEQ ? 10 : 5;
     l->f = l->features == FEATURES_ALL || summary > all ? all : summary;
+    if (l->features == FEATURES_HAT && host->space->kind == ET_MODEL_KIND_SEQ2SEQ) {
+        l->attn_means[0] = host->space->enc.attention.n > 1;
+        l->attn_means[1] = host->space->dec.attention.n > 1;
+        l->f += l->attn_means[0] + l->attn_means[1];
+    }
     l->feat = malloc(sizeof *l->feat * (size_t)all);
     l->in = malloc(sizeof *l->in * (size_t)l->f);
     if (!l->feat || !l->in) {
@@ -140,11 +151,26 @@ static int save_samples(latency_mlp *l, const sample *s, int64_t n, char **err)
     return l->host->blob_put(l->host->ctx, key, s, sizeof *s * (size_t)n, err);
 }
 
+/* A stack's mean attention choice over its layers, in [0, 1]. */
+static float attention_mean(const et_stack_space *ss, const et_stack_arch *sa)
+{
+    double sum = 0;
+    for (int32_t i = 0; i < sa->layers; i++)
+        sum += (double)sa->layer[i].attention / (double)(ss->attention.n - 1);
+    return sa->layers > 0 ? (float)(sum / sa->layers) : 0.0f;
+}
+
 /* The features of arch that the model reads, into out (l->f floats). */
 static void model_input(latency_mlp *l, const et_arch *arch, float *out)
 {
-    l->host->arch_features(l->host->space, arch, l->feat);
-    memcpy(out, l->feat, sizeof *out * (size_t)l->f);
+    const et_space *sp = l->host->space;
+    int64_t n = l->f - l->attn_means[0] - l->attn_means[1];
+    l->host->arch_features(sp, arch, l->feat);
+    memcpy(out, l->feat, sizeof *out * (size_t)n);
+    if (l->attn_means[0])
+        out[n++] = attention_mean(&sp->enc, &arch->enc);
+    if (l->attn_means[1])
+        out[n++] = attention_mean(&sp->dec, &arch->dec);
 }
 
 /* Draws the sample archs in their fixed order, measures those the store
@@ -232,8 +258,8 @@ static void model_key(const latency_mlp *l, char *key, size_t n)
 {
     char base[160];
     blob_key(l, "model", base, sizeof base);
-    snprintf(key, n, "%s-f%d-h%lldx%lld-lr%g-b%lld-s%lld-o%g", base, l->features,
-             (long long)l->hidden, (long long)l->hidden_layers, l->lr, (long long)l->batch,
+    snprintf(key, n, "%s-f%d-i%lld-h%lldx%lld-lr%g-b%lld-s%lld-o%g", base, l->features,
+             (long long)l->f, (long long)l->hidden, (long long)l->hidden_layers, l->lr, (long long)l->batch,
              (long long)l->steps, l->holdout);
 }
 
