@@ -83,14 +83,18 @@ void attn_check_host_init(et_host *host, int32_t threads, uint64_t seed)
 
 /* --------------------------------------------------------------- options */
 
-static int parse_value(const et_option_decl *d, const char *text, et_option_value *v)
+static int parse_value(const et_option_decl *d, const char *text, et_option_value *v,
+                       int ranged)
 {
     char why[256];
-    return et_option_parse(d, text, v, why, sizeof why);
+    et_option_decl any = *d;
+    if (!ranged)
+        any.min = 1, any.max = 0; /* min > max: no range */
+    return et_option_parse(&any, text, v, why, sizeof why);
 }
 
 /* Applies "key=value,key=value" (edited in place) over the defaults. */
-static int apply_overrides(attn_check_op *op, char *text, char **err)
+static int apply_overrides(attn_check_op *op, char *text, int ranged, char **err)
 {
     for (char *item = text; item && *item;) {
         char *next = strchr(item, ',');
@@ -106,7 +110,7 @@ static int apply_overrides(attn_check_op *op, char *text, char **err)
         for (int i = 0; op->desc->options && op->desc->options[i].key; i++)
             if (!strcmp(op->desc->options[i].key, item)) {
                 found = 1;
-                if (parse_value(&op->desc->options[i], eq + 1, &op->opts[i])) {
+                if (parse_value(&op->desc->options[i], eq + 1, &op->opts[i], ranged)) {
                     *err = host_errorf("attn_check: bad value '%s' for option %s", eq + 1, item);
                     return ET_STATUS_ERR_USAGE;
                 }
@@ -120,8 +124,8 @@ static int apply_overrides(attn_check_op *op, char *text, char **err)
     return 0;
 }
 
-int attn_check_op_open(attn_check_op *op, const et_plugin_descriptor *desc,
-                       const char *overrides, int32_t threads, char **err)
+static int op_open(attn_check_op *op, const et_plugin_descriptor *desc, const char *overrides,
+                   int32_t threads, int ranged, char **err)
 {
     *op = (attn_check_op){.desc = desc};
     *err = NULL;
@@ -144,7 +148,7 @@ int attn_check_op_open(attn_check_op *op, const et_plugin_descriptor *desc,
             return ET_STATUS_ERR_USAGE;
         }
         const et_option_decl *d = &desc->options[i];
-        if (!d->default_value || parse_value(d, d->default_value, &op->opts[i])) {
+        if (!d->default_value || parse_value(d, d->default_value, &op->opts[i], 1)) {
             *err = host_errorf("attn_check: option %s has no usable default", d->key);
             return ET_STATUS_ERR_USAGE;
         }
@@ -153,11 +157,23 @@ int attn_check_op_open(attn_check_op *op, const et_plugin_descriptor *desc,
         op->text = host_errorf("%s", overrides);
         if (!op->text)
             return ET_STATUS_ERR_NOMEM;
-        int rc = apply_overrides(op, op->text, err);
+        int rc = apply_overrides(op, op->text, ranged, err);
         if (rc)
             return rc;
     }
     return op->vt->create(op->host, op->opts, &op->state, err);
+}
+
+int attn_check_op_open(attn_check_op *op, const et_plugin_descriptor *desc,
+                       const char *overrides, int32_t threads, char **err)
+{
+    return op_open(op, desc, overrides, threads, 1, err);
+}
+
+int attn_check_op_open_unranged(attn_check_op *op, const et_plugin_descriptor *desc,
+                                const char *overrides, int32_t threads, char **err)
+{
+    return op_open(op, desc, overrides, threads, 0, err);
 }
 
 void attn_check_op_close(attn_check_op *op)
@@ -447,7 +463,7 @@ static double scaled_error(const float *a, const double *ref, int64_t n)
     return num / mx;
 }
 
-static double scaled_error_f(const float *a, const float *ref, int64_t n)
+double attn_check_scaled_error(const float *a, const float *ref, int64_t n)
 {
     double num = 0.0, mx = 1.0;
     for (int64_t i = 0; i < n; i++) {
@@ -595,7 +611,7 @@ double attn_check_padding(attn_check_op *op, const attn_check_case *c, int32_t e
         if (!attn_check_forward(op, c, q, k, v, o1) && !attn_check_forward(op, &c2, q2, k2, v2, o2)) {
             for (int64_t bh = 0; bh < B * H; bh++)
                 memcpy(o2r + bh * L * dv, o2 + bh * L2 * dv, (size_t)(L * dv) * sizeof(float));
-            e = scaled_error_f(o2r, o1, B * H * L * dv);
+            e = attn_check_scaled_error(o2r, o1, B * H * L * dv);
         }
     }
     free(q), free(k), free(v), free(q2), free(k2), free(v2), free(o1), free(o2), free(o2r);
@@ -634,7 +650,7 @@ double attn_check_causality(attn_check_op *op, const attn_check_case *c)
             }
             for (int64_t bh = 0; bh < B * H; bh++) {
                 const float *a = o1 + bh * L * dv, *b2 = o2 + bh * L * dv;
-                e = fmax(e, scaled_error_f(b2, a, (t + 1) * dv));
+                e = fmax(e, attn_check_scaled_error(b2, a, (t + 1) * dv));
             }
         }
     }
@@ -696,7 +712,7 @@ double attn_check_decode(attn_check_op *op, const attn_check_case *c)
             tset_get(&out, 0, row);
             for (int64_t bh = 0; bh < B * H; bh++) {
                 float *dst = first + (bh * L + pos) * dv;
-                e = fmax(e, scaled_error_f(row + bh * dv, ref + (bh * L + pos) * dv, dv));
+                e = fmax(e, attn_check_scaled_error(row + bh * dv, ref + (bh * L + pos) * dv, dv));
                 if (pass == 0)
                     memcpy(dst, row + bh * dv, (size_t)dv * sizeof(float));
                 else if (!same_floats(dst, row + bh * dv, dv))
@@ -744,7 +760,7 @@ double attn_check_threads(const et_plugin_descriptor *desc, const char *override
         const int64_t n[4] = {no, nq, nk, nv};
         e = 0.0;
         for (int t = 0; t < 4; t++)
-            e = fmax(e, scaled_error_f(res[1][t], res[0][t], n[t]));
+            e = fmax(e, attn_check_scaled_error(res[1][t], res[0][t], n[t]));
     }
     for (int i = 0; i < 2; i++) {
         attn_check_op_close(&ops[i]);

@@ -51,6 +51,12 @@ typedef struct attn_check_op {
  * or a negative code with *err set (malloc'd). */
 int attn_check_op_open(attn_check_op *op, const et_plugin_descriptor *desc,
                        const char *overrides, int32_t threads, char **err);
+
+/* attn_check_op_open without the declared ranges: an out-of-range override
+ * (which a host refuses before create) reaches the plugin's create, so a
+ * test can see the plugin refuse it itself. */
+int attn_check_op_open_unranged(attn_check_op *op, const et_plugin_descriptor *desc,
+                                const char *overrides, int32_t threads, char **err);
 void attn_check_op_close(attn_check_op *op);
 
 /* One problem: shape, key lengths, layout, inputs drawn N(0, scale^2) from seed. */
@@ -75,6 +81,9 @@ int attn_check_forward(attn_check_op *op, const attn_check_case *c, const float 
 /* A double reference: contiguous (B,H,T,C) inputs -> out (B,H,L,dv). */
 typedef void (*attn_check_ref_fn)(void *ctx, const et_attn_shape *s, const float *q,
                                   const float *k, const float *v, double *out);
+
+/* max|a - ref| / max(1, max|ref|) over n values; NaN anywhere gives INFINITY. */
+double attn_check_scaled_error(const float *a, const float *ref, int64_t n);
 
 /* Plugin forward vs reference on the case's inputs: scaled error. */
 double attn_check_reference(attn_check_op *op, const attn_check_case *c, attn_check_ref_fn ref,

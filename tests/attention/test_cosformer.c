@@ -10,6 +10,7 @@
 #include <etnas/attention.h>
 
 #include "attn_check.h"
+#include "attn_suite.h"
 
 const et_plugin_descriptor *etnas_plugin(void);
 
@@ -90,14 +91,6 @@ static void ref_cosformer(void *ctx, const et_attn_shape *s, const float *q, con
     free(num);
 }
 
-static void open_op(attn_check_op *op, const char *overrides, int32_t threads)
-{
-    char *err = NULL;
-    int rc = attn_check_op_open(op, etnas_plugin(), overrides, threads, &err);
-    cr_assert_eq(rc, 0, "open cosformer (%s): %s", overrides ? overrides : "defaults",
-                 err ? err : "?");
-}
-
 /* ReLU has a kink at 0, where central differences average two slopes: the
  * gradient cases take the first seed from `seed` on whose q and k entries
  * all lie further than 2 steps from 0. */
@@ -122,114 +115,78 @@ static attn_check_case kink_free(attn_check_case c)
     }
 }
 
+/* The reference and gradient checks of the tables below. */
+static const attn_suite_check reference = {.kind = ATTN_SUITE_REFERENCE, .threads = 2,
+                                           .tol = TOL_REFERENCE, .ref = ref_cosformer};
+static const attn_suite_check gradients = {.kind = ATTN_SUITE_GRAD, .threads = 2,
+                                           .tol = TOL_GRAD, .h = FD_STEP, .adjust = kink_free};
+
 Test(cosformer, descriptor)
 {
-    const et_plugin_descriptor *d = etnas_plugin();
-    cr_assert_eq(d->abi_version, ET_ABI_VERSION);
-    cr_assert_eq(d->kind, ET_PLUGIN_KIND_ATTENTION);
-    cr_assert_str_eq(d->name, "cosformer");
-    const char *keys[] = {"eps", "m_mode", "max_positions"};
-    for (int i = 0; i < 3; i++)
-        cr_assert_str_eq(d->options[i].key, keys[i]);
-    cr_assert_null(d->options[3].key);
-    const et_attention_vtable *vt = d->vtable;
-    vt->destroy(NULL);
+    const char *const keys[] = {"eps", "m_mode", "max_positions", NULL};
+    attn_suite_descriptor(etnas_plugin(), "cosformer", keys);
 }
 
-/* An out-of-range value that reaches create anyway (the host checks ranges
- * first, a test host need not) is refused with a message, and destroy after
- * the failed create is safe. */
+/* An out-of-range value passed to create without the host's range check
+ * is refused by the plugin itself with a message, and destroy after the
+ * failed create is safe. */
 Test(cosformer, create_refuses_bad_options)
 {
-    attn_check_op op;
-    char *err = NULL;
-    int rc = attn_check_op_open(&op, etnas_plugin(), "eps=0", 1, &err);
-    cr_expect_eq(rc, ET_STATUS_ERR_USAGE);
-    cr_assert(err);
-    cr_expect(strstr(err, "eps"), "message: %s", err);
-    cr_expect_null(op.state);
-    free(err);
-    attn_check_op_close(&op);
+    attn_suite_refuses_option(etnas_plugin(), "eps=0", "eps");
 }
 
 /* Every mode, padding included, against the closed form in double. */
 Test(cosformer, reference_all_modes)
 {
-    struct {
-        const char *overrides;
-        cos_opts o;
-        attn_check_case c;
-    } cases[] = {
-        {NULL, {1e-6, 0, 0}, {2, 3, 7, 7, 4, 5, ET_ATTN_MODE_BIDIRECTIONAL, NULL, 0, 0, 1}},
-        {"m_mode=per_sample", {1e-6, 1, 0},
-         {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 1, 0, 2}},
-        {NULL, {1e-6, 0, 0}, {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 2, 0, 3}},
-        {NULL, {1e-6, 0, 0}, {3, 2, 70, 70, 6, 5, ET_ATTN_MODE_CAUSAL, PAD3, 0, 0, 4}},
-        {"max_positions=90", {1e-6, 0, 90},
-         {3, 2, 70, 70, 6, 5, ET_ATTN_MODE_CAUSAL, NULL, 1, 0, 5}},
-        {NULL, {1e-6, 0, 0}, {3, 2, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 6}},
-        {"m_mode=per_sample,eps=1e-3", {1e-3, 1, 0},
-         {3, 2, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, PAD3, 0, 0, 7}},
+    cos_opts plain = {1e-6, 0, 0}, per_sample = {1e-6, 1, 0}, m90 = {1e-6, 0, 90},
+             per_sample_eps = {1e-3, 1, 0};
+    attn_suite_row rows[] = {
+        {NULL, {2, 3, 7, 7, 4, 5, ET_ATTN_MODE_BIDIRECTIONAL, NULL, 0, 0, 1}, &plain},
+        {"m_mode=per_sample", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 1, 0, 2},
+         &per_sample},
+        {NULL, {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 2, 0, 3}, &plain},
+        {NULL, {3, 2, 70, 70, 6, 5, ET_ATTN_MODE_CAUSAL, PAD3, 0, 0, 4}, &plain},
+        {"max_positions=90", {3, 2, 70, 70, 6, 5, ET_ATTN_MODE_CAUSAL, NULL, 1, 0, 5}, &m90},
+        {NULL, {3, 2, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 6}, &plain},
+        {"m_mode=per_sample,eps=1e-3", {3, 2, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, PAD3, 0, 0, 7},
+         &per_sample_eps},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        double e = attn_check_reference(&op, &cases[i].c, ref_cosformer, &cases[i].o);
-        cr_expect_leq(e, TOL_REFERENCE, "case %zu: error %g", i, e);
-        attn_check_op_close(&op);
-    }
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &reference);
 }
 
 Test(cosformer, gradients_all_modes)
 {
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {NULL, {2, 2, 5, 5, 3, 4, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 11}},
-        {"m_mode=per_sample", {2, 2, 5, 5, 3, 4, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 1, 0, 12}},
-        {NULL, {2, 2, 6, 6, 3, 2, ET_ATTN_MODE_CAUSAL, PAD2, 0, 0, 13}},
-        {"max_positions=9", {2, 1, 6, 6, 3, 2, ET_ATTN_MODE_CAUSAL, PAD2, 2, 0, 14}},
-        {NULL, {2, 2, 4, 6, 3, 2, ET_ATTN_MODE_CROSS, PAD2, 1, 0, 15}},
+    const attn_suite_row rows[] = {
+        {NULL, {2, 2, 5, 5, 3, 4, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 11}, NULL},
+        {"m_mode=per_sample", {2, 2, 5, 5, 3, 4, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 1, 0, 12},
+         NULL},
+        {NULL, {2, 2, 6, 6, 3, 2, ET_ATTN_MODE_CAUSAL, PAD2, 0, 0, 13}, NULL},
+        {"max_positions=9", {2, 1, 6, 6, 3, 2, ET_ATTN_MODE_CAUSAL, PAD2, 2, 0, 14}, NULL},
+        {NULL, {2, 2, 4, 6, 3, 2, ET_ATTN_MODE_CROSS, PAD2, 1, 0, 15}, NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        attn_check_case c = kink_free(cases[i].c);
-        double e3[3];
-        double e = attn_check_grad(&op, &c, FD_STEP, e3);
-        cr_expect_leq(e, TOL_GRAD, "case %zu: dq %g dk %g dv %g", i, e3[0], e3[1], e3[2]);
-        attn_check_op_close(&op);
-    }
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &gradients);
 }
 
 /* Padding leaves outputs alone where M does not depend on padding: per
  * sample (bidirectional, cross) and a fixed max_positions (causal). */
 Test(cosformer, padding_invariance)
 {
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {"m_mode=per_sample", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 21}},
-        {"m_mode=per_sample", {3, 2, 5, 7, 4, 3, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 22}},
-        {"max_positions=16", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 2, 0, 23}},
+    const attn_suite_row rows[] = {
+        {"m_mode=per_sample", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 21},
+         NULL},
+        {"m_mode=per_sample", {3, 2, 5, 7, 4, 3, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 22}, NULL},
+        {"max_positions=16", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 2, 0, 23}, NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 1);
-        double e = attn_check_padding(&op, &cases[i].c, 3);
-        cr_expect_leq(e, TOL_PADDING, "case %zu: error %g", i, e);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_check padding = {.kind = ATTN_SUITE_PADDING, .threads = 1,
+                                      .tol = TOL_PADDING, .extra = 3};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &padding);
 }
 
 /* The documented cost of m_mode = max_len (the authors' reference): M is
  * the padded length, so appending padding changes every output. */
 Test(cosformer, max_len_depends_on_padding)
 {
-    attn_check_op op;
-    open_op(&op, "m_mode=max_len", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "m_mode=max_len", 1);
     attn_check_case c = {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 24};
     double e = attn_check_padding(&op, &c, 3);
     cr_expect_geq(e, 1e-3, "padding moved outputs by only %g", e);
@@ -238,36 +195,26 @@ Test(cosformer, max_len_depends_on_padding)
 
 Test(cosformer, causality)
 {
-    const char *overrides[] = {NULL, "max_positions=40"};
-    for (int i = 0; i < 2; i++) {
-        attn_check_op op;
-        open_op(&op, overrides[i], 2);
-        attn_check_case c = {2, 2, 9, 9, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, i, 0, 31};
-        double e = attn_check_causality(&op, &c);
-        cr_expect_leq(e, TOL_EXACT, "%s: error %g", overrides[i] ? overrides[i] : "defaults", e);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_row rows[] = {
+        {NULL, {2, 2, 9, 9, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 0, 0, 31}, NULL},
+        {"max_positions=40", {2, 2, 9, 9, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 1, 0, 31}, NULL},
+    };
+    const attn_suite_check causality = {.kind = ATTN_SUITE_CAUSALITY, .threads = 2,
+                                        .tol = TOL_EXACT};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &causality);
 }
 
 /* Teacher forcing and decoding agree at every step, so positions keep
  * counting in decoding; lengths across the 64-row chunks of the core. */
 Test(cosformer, decode_equals_teacher_forcing)
 {
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {NULL, {2, 2, 11, 11, 4, 3, ET_ATTN_MODE_CAUSAL, NULL, 0, 0, 41}},
-        {"max_positions=200", {2, 2, 70, 70, 4, 3, ET_ATTN_MODE_CAUSAL, NULL, 1, 0, 42}},
-        {"eps=1e-3", {1, 3, 5, 5, 6, 6, ET_ATTN_MODE_CAUSAL, NULL, 2, 0, 43}},
+    const attn_suite_row rows[] = {
+        {NULL, {2, 2, 11, 11, 4, 3, ET_ATTN_MODE_CAUSAL, NULL, 0, 0, 41}, NULL},
+        {"max_positions=200", {2, 2, 70, 70, 4, 3, ET_ATTN_MODE_CAUSAL, NULL, 1, 0, 42}, NULL},
+        {"eps=1e-3", {1, 3, 5, 5, 6, 6, ET_ATTN_MODE_CAUSAL, NULL, 2, 0, 43}, NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        double e = attn_check_decode(&op, &cases[i].c);
-        cr_expect_leq(e, TOL_DECODE, "case %zu: error %g", i, e);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_check decode = {.kind = ATTN_SUITE_DECODE, .threads = 2, .tol = TOL_DECODE};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &decode);
 }
 
 /* One (b, h) of a decode: the state and the views of a single position. */
@@ -281,7 +228,7 @@ typedef struct decoder {
 /* prepare sees len; decoding runs for up to max_len positions. */
 static void decoder_open(decoder *t, const char *overrides, int32_t len, int32_t max_len)
 {
-    open_op(&t->op, overrides, 1);
+    t->op = attn_suite_open(etnas_plugin(), overrides, 1);
     t->s = (et_attn_shape){1, 1, 1, 1, 4, 2, ET_ATTN_MODE_CAUSAL, NULL};
     t->max_len = max_len;
     char *err = NULL;
@@ -342,8 +289,7 @@ Test(cosformer, decode_refuses_positions_out_of_order)
  * gives out = 0, and the row passes no gradient anywhere. */
 Test(cosformer, zero_relu_row)
 {
-    attn_check_op op;
-    open_op(&op, NULL, 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 1);
     const et_attention_vtable *vt = op.vt;
     et_attn_shape s = {1, 1, 5, 5, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, NULL};
     float q[15], k[15], v[10], out[10], dout[10], dq[15], dk[15], dv[10];
@@ -390,17 +336,18 @@ Test(cosformer, zero_relu_row)
 
 Test(cosformer, threads_match_serial)
 {
-    attn_check_case c = {3, 3, 9, 9, 4, 5, ET_ATTN_MODE_CAUSAL, PAD3, 0, 0, 51};
-    cr_expect_leq(attn_check_threads(etnas_plugin(), NULL, &c, 2), TOL_EXACT);
-    attn_check_case x = {3, 2, 5, 8, 4, 5, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 52};
-    cr_expect_leq(attn_check_threads(etnas_plugin(), "m_mode=per_sample", &x, 2), TOL_EXACT);
+    const attn_suite_row rows[] = {
+        {NULL, {3, 3, 9, 9, 4, 5, ET_ATTN_MODE_CAUSAL, PAD3, 0, 0, 51}, NULL},
+        {"m_mode=per_sample", {3, 2, 5, 8, 4, 5, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 52}, NULL},
+    };
+    const attn_suite_check threads = {.kind = ATTN_SUITE_THREADS, .threads = 2, .tol = TOL_EXACT};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &threads);
 }
 
 /* spec/attention.md, Cost: map 2d(L+S) plus the core with r = 2d. */
 Test(cosformer, macs)
 {
-    attn_check_op op;
-    open_op(&op, NULL, 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 1);
     et_attn_shape s = {2, 3, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, NULL};
     double d = 4, dv = 6, r = 2 * d, L = 5, S = 7;
     double want = 6 * (2 * d * (L + S) + r * dv * (L + S) + r * L);
@@ -414,16 +361,10 @@ Test(cosformer, macs)
 
 Test(cosformer, prepare_refusals)
 {
-    attn_check_op op;
-    open_op(&op, "max_positions=8", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "max_positions=8", 1);
+    attn_suite_refuses_causal_cross(&op, 4);
     char *err = NULL;
-    et_attn_shape s = {1, 1, 4, 6, 4, 4, ET_ATTN_MODE_CAUSAL, NULL};
-    cr_expect_eq(op.vt->prepare(op.state, &s, &err), ET_STATUS_ERR_UNSUPPORTED);
-    cr_assert(err);
-    cr_expect(strstr(err, "causal cross-attention"), "message: %s", err);
-    free(err);
-    err = NULL;
-    s.len_q = s.len_k = 9;
+    et_attn_shape s = {1, 1, 9, 9, 4, 4, ET_ATTN_MODE_CAUSAL, NULL};
     cr_expect_eq(op.vt->prepare(op.state, &s, &err), ET_STATUS_ERR_USAGE);
     cr_assert(err);
     cr_expect(strstr(err, "max_positions"), "message: %s", err);
@@ -445,25 +386,16 @@ Test(cosformer, prepare_refusals)
 Test(cosformer, lengths_across_chunks)
 {
     static const int32_t pad_self[2] = {97, 130}, pad_cross[2] = {150, 61};
-    struct {
-        const char *overrides;
-        cos_opts o;
-        attn_check_case c;
-    } cases[] = {
-        {NULL, {1e-6, 0, 0}, {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad_self, 1, 0, 61}},
-        {"m_mode=per_sample", {1e-6, 1, 0},
-         {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad_self, 0, 0, 62}},
-        {"max_positions=200", {1e-6, 0, 200},
-         {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_CAUSAL, pad_self, 2, 0, 63}},
-        {NULL, {1e-6, 0, 0}, {2, 2, 70, 150, 4, 3, ET_ATTN_MODE_CROSS, pad_cross, 1, 0, 64}},
+    cos_opts plain = {1e-6, 0, 0}, per_sample = {1e-6, 1, 0}, m200 = {1e-6, 0, 200};
+    attn_suite_row rows[] = {
+        {NULL, {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad_self, 1, 0, 61}, &plain},
+        {"m_mode=per_sample",
+         {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad_self, 0, 0, 62}, &per_sample},
+        {"max_positions=200", {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_CAUSAL, pad_self, 2, 0, 63},
+         &m200},
+        {NULL, {2, 2, 70, 150, 4, 3, ET_ATTN_MODE_CROSS, pad_cross, 1, 0, 64}, &plain},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        double e = attn_check_reference(&op, &cases[i].c, ref_cosformer, &cases[i].o);
-        cr_expect_leq(e, TOL_REFERENCE, "case %zu: reference error %g", i, e);
-        attn_check_op_close(&op);
-    }
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &reference);
 }
 
 /* Backward across chunks: 70 = 64 + 6 rows, the valid keys of one
@@ -471,39 +403,27 @@ Test(cosformer, lengths_across_chunks)
 Test(cosformer, gradients_across_chunks)
 {
     static const int32_t pad[2] = {66, 70}, pad_cross[2] = {67, 30};
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {NULL, {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, pad, 1, 0, 71}},
-        {"m_mode=per_sample", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, pad, 0, 0, 72}},
-        {NULL, {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, pad, 2, 0, 73}},
-        {"max_positions=90", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, pad, 1, 0, 74}},
-        {NULL, {2, 1, 40, 67, 3, 2, ET_ATTN_MODE_CROSS, pad_cross, 1, 0, 75}},
+    const attn_suite_row rows[] = {
+        {NULL, {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, pad, 1, 0, 71}, NULL},
+        {"m_mode=per_sample", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, pad, 0, 0, 72},
+         NULL},
+        {NULL, {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, pad, 2, 0, 73}, NULL},
+        {"max_positions=90", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, pad, 1, 0, 74}, NULL},
+        {NULL, {2, 1, 40, 67, 3, 2, ET_ATTN_MODE_CROSS, pad_cross, 1, 0, 75}, NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        attn_check_case c = kink_free(cases[i].c);
-        double e3[3];
-        double e = attn_check_grad(&op, &c, FD_STEP, e3);
-        cr_log_info("cosformer grad case %zu: dq %.3g dk %.3g dv %.3g", i, e3[0], e3[1], e3[2]);
-        cr_expect_leq(e, TOL_GRAD, "case %zu: dq %g dk %g dv %g", i, e3[0], e3[1], e3[2]);
-        attn_check_op_close(&op);
-    }
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &gradients);
 }
 
 /* Padding invariance and causality at lengths across chunks. */
 Test(cosformer, padding_and_causality_across_chunks)
 {
     static const int32_t pad[2] = {97, 130};
-    attn_check_op op;
-    open_op(&op, "m_mode=per_sample", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "m_mode=per_sample", 1);
     attn_check_case b = {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, pad, 1, 0, 81};
     double e = attn_check_padding(&op, &b, 40);
     cr_expect_leq(e, TOL_PADDING, "bidirectional: padding error %g", e);
     attn_check_op_close(&op);
-    open_op(&op, "max_positions=300", 1);
+    op = attn_suite_open(etnas_plugin(), "max_positions=300", 1);
     attn_check_case c = {2, 2, 130, 130, 4, 3, ET_ATTN_MODE_CAUSAL, pad, 0, 0, 82};
     e = attn_check_padding(&op, &c, 40);
     cr_expect_leq(e, TOL_PADDING, "causal: padding error %g", e);
@@ -517,8 +437,7 @@ Test(cosformer, padding_and_causality_across_chunks)
  * gradients were 4 (L+S) d floats a worker, 32 MB at 16384 tokens). */
 Test(cosformer, scratch_independent_of_length)
 {
-    attn_check_op op;
-    open_op(&op, NULL, 2);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 2);
     for (int32_t mode = 0; mode < 3; mode++) {
         et_attn_shape a = {1, 4, 1024, 1024, 64, 64, mode, NULL};
         et_attn_shape b = a;

@@ -1,13 +1,12 @@
 /* Tests of the linear-Transformer attention plugin: against a naive double
  * reference (elu+1 features, direct pair sums), and every generic check of
  * attn_check.h (gradients, padding, causality, decoding, threads, strided
- * layouts) in every mode. */
+ * layouts) in every mode, run by attn_suite.h. */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "attn_check.h"
+#include "attn_suite.h"
 
 const et_plugin_descriptor *etnas_plugin(void);
 
@@ -51,53 +50,19 @@ static void ref_linear(void *ctx, const et_attn_shape *s, const float *q, const 
     }
 }
 
-static attn_check_op open_op(const char *overrides, int32_t threads)
-{
-    attn_check_op op;
-    char *err = NULL;
-    int rc = attn_check_op_open(&op, etnas_plugin(), overrides, threads, &err);
-    cr_assert(rc == 0, "open: %s", err ? err : "?");
-    return op;
-}
-
 static const int32_t keys_self[2] = {10, 6};  /* L = S = 10 */
 static const int32_t keys_cross[2] = {11, 4}; /* S = 11 */
 static const int32_t keys_empty[2] = {0, 7};  /* a sequence with no valid key */
 
-static attn_check_case make_case(int32_t mode, int32_t layout, const int32_t *key_len)
-{
-    int cross = mode == ET_ATTN_MODE_CROSS;
-    return (attn_check_case){.batch = 2, .heads = 3, .len_q = cross ? 6 : 10,
-                             .len_k = cross ? 11 : 10, .dim_qk = 4,
-                             .dim_v = cross ? 5 : 4, .mode = mode, .key_len = key_len,
-                             .layout = layout, .scale = 1.0, .seed = 777 + mode * 10 + layout};
-}
-
-static const char *mode_name(int32_t mode)
-{
-    return mode == 0 ? "bidirectional" : mode == 1 ? "causal" : "cross";
-}
+static const attn_suite suite = {etnas_plugin, 10, 777, keys_self, keys_cross, keys_empty};
 
 Test(linear, matches_reference_every_mode_layout_chunk)
 {
     /* L = 10: chunk 5 divides it, 3 and 4 do not, 64 exceeds it */
     const char *chunks[] = {"chunk=64", "chunk=3", "chunk=4", "chunk=5"};
     double eps = 1e-6;
-    for (int ch = 0; ch < 4; ch++) {
-        attn_check_op op = open_op(chunks[ch], 1);
-        for (int32_t mode = 0; mode < 3; mode++)
-            for (int32_t layout = 0; layout < 3; layout++)
-                for (int pad = 0; pad < 3; pad++) {
-                    const int32_t *kl = pad == 0 ? NULL
-                                        : pad == 1 ? (mode == 2 ? keys_cross : keys_self)
-                                                   : keys_empty;
-                    attn_check_case c = make_case(mode, layout, kl);
-                    double e = attn_check_reference(&op, &c, ref_linear, &eps);
-                    cr_assert(e <= TOL_REF, "%s %s layout %d pad %d: err %g > %g", chunks[ch],
-                              mode_name(mode), layout, pad, e, TOL_REF);
-                }
-        attn_check_op_close(&op);
-    }
+    for (int ch = 0; ch < 4; ch++)
+        attn_suite_reference(&suite, chunks[ch], 1, ref_linear, &eps, TOL_REF);
 }
 
 /* The eps option reaches the guard: a large eps changes the output, as the
@@ -105,8 +70,9 @@ Test(linear, matches_reference_every_mode_layout_chunk)
 Test(linear, eps_option_is_used)
 {
     double eps = 0.5;
-    attn_check_op op = open_op("eps=0.5", 1);
-    attn_check_case c = make_case(ET_ATTN_MODE_CAUSAL, ATTN_CHECK_LAYOUT_BHTC, keys_self);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "eps=0.5", 1);
+    attn_check_case c =
+        attn_suite_case(&suite, ET_ATTN_MODE_CAUSAL, ATTN_CHECK_LAYOUT_BHTC, keys_self);
     double e = attn_check_reference(&op, &c, ref_linear, &eps);
     cr_assert(e <= TOL_REF, "err %g", e);
     double small = 1e-6;
@@ -118,110 +84,45 @@ Test(linear, eps_option_is_used)
 Test(linear, gradients_every_mode)
 {
     const char *chunks[] = {"chunk=3", "chunk=64"};
-    for (int ch = 0; ch < 2; ch++) {
-        attn_check_op op = open_op(chunks[ch], 2);
-        for (int32_t mode = 0; mode < 3; mode++)
-            for (int32_t layout = 1; layout < 3; layout++) {
-                attn_check_case c = make_case(mode, layout, mode == 2 ? keys_cross : keys_self);
-                c.heads = 2;
-                double e3[3];
-                double e = attn_check_grad(&op, &c, 5e-3, e3);
-                cr_log_info("linear grad %s %s layout %d: q %.3g k %.3g v %.3g", chunks[ch],
-                            mode_name(mode), layout, e3[0], e3[1], e3[2]);
-                cr_assert(e <= TOL_GRAD, "%s %s layout %d: dq %g dk %g dv %g > %g", chunks[ch],
-                          mode_name(mode), layout, e3[0], e3[1], e3[2], TOL_GRAD);
-            }
-        attn_check_op_close(&op);
-    }
+    for (int ch = 0; ch < 2; ch++)
+        attn_suite_grad(&suite, chunks[ch], 2, 5e-3, TOL_GRAD);
 }
 
 Test(linear, gradients_with_empty_sequence)
 {
-    attn_check_op op = open_op("chunk=4", 1);
-    for (int32_t mode = 0; mode < 3; mode++) {
-        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BHTC, keys_empty);
-        c.heads = 1;
-        double e = attn_check_grad(&op, &c, 5e-3, NULL);
-        cr_assert(e <= TOL_GRAD, "%s: err %g > %g", mode_name(mode), e, TOL_GRAD);
-    }
-    attn_check_op_close(&op);
+    attn_suite_grad_empty(&suite, "chunk=4", 1, 5e-3, TOL_GRAD);
 }
 
 Test(linear, padding_invariance)
 {
-    attn_check_op op = open_op("chunk=4", 2);
-    for (int32_t mode = 0; mode < 3; mode++)
-        for (int32_t layout = 0; layout < 3; layout++) {
-            attn_check_case c = make_case(mode, layout, mode == 2 ? keys_cross : keys_self);
-            double e = attn_check_padding(&op, &c, 5);
-            cr_assert(e <= TOL_PAD, "%s layout %d: err %g > %g", mode_name(mode), layout, e,
-                      TOL_PAD);
-        }
-    attn_check_op_close(&op);
+    attn_suite_padding(&suite, "chunk=4", 2, 5, TOL_PAD);
 }
 
 Test(linear, causality)
 {
     const char *chunks[] = {"chunk=4", "chunk=64"};
-    for (int ch = 0; ch < 2; ch++) {
-        attn_check_op op = open_op(chunks[ch], 1);
-        for (int32_t layout = 0; layout < 3; layout++)
-            for (int pad = 0; pad < 2; pad++) {
-                attn_check_case c =
-                    make_case(ET_ATTN_MODE_CAUSAL, layout, pad ? keys_self : NULL);
-                double e = attn_check_causality(&op, &c);
-                cr_assert(e <= TOL_CAUSAL, "%s layout %d pad %d: err %g > %g", chunks[ch],
-                          layout, pad, e, TOL_CAUSAL);
-            }
-        attn_check_op_close(&op);
-    }
+    for (int ch = 0; ch < 2; ch++)
+        attn_suite_causality(&suite, chunks[ch], 1, TOL_CAUSAL);
 }
 
 Test(linear, decode_equals_teacher_forcing)
 {
     const char *chunks[] = {"chunk=64", "chunk=5"};
-    for (int ch = 0; ch < 2; ch++) {
-        attn_check_op op = open_op(chunks[ch], 2);
-        for (int32_t layout = 0; layout < 3; layout++) {
-            attn_check_case c = make_case(ET_ATTN_MODE_CAUSAL, layout, NULL);
-            c.len_q = c.len_k = 23;
-            double e = attn_check_decode(&op, &c);
-            cr_assert(e <= TOL_DECODE, "%s layout %d: err %g > %g", chunks[ch], layout, e,
-                      TOL_DECODE);
-        }
-        attn_check_op_close(&op);
-    }
+    for (int ch = 0; ch < 2; ch++)
+        attn_suite_decode(&suite, chunks[ch], 2, 23, TOL_DECODE);
 }
 
 Test(linear, threads_agree)
 {
-    for (int32_t mode = 0; mode < 3; mode++) {
-        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BTHC,
-                                      mode == 2 ? keys_cross : keys_self);
-        c.heads = 5;
-        double e = attn_check_threads(etnas_plugin(), "chunk=4", &c, 2);
-        cr_assert(e <= TOL_THREADS, "%s: err %g", mode_name(mode), e);
-    }
+    attn_suite_threads(&suite, "chunk=4", 2, TOL_THREADS);
 }
 
 Test(linear, refuses_causal_cross_and_bad_options)
 {
-    attn_check_op op = open_op(NULL, 1);
-    et_attn_shape s = {1, 1, 4, 6, 8, 8, ET_ATTN_MODE_CAUSAL, NULL};
-    char *err = NULL;
-    cr_assert(op.vt->prepare(op.state, &s, &err) == ET_STATUS_ERR_UNSUPPORTED);
-    cr_assert(err && strstr(err, "cross"), "message: %s", err ? err : "(none)");
-    free(err);
-    s.mode = ET_ATTN_MODE_CROSS;
-    err = NULL;
-    cr_assert(op.vt->prepare(op.state, &s, &err) == 0);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 1);
+    attn_suite_refuses_causal_cross(&op, 8);
     attn_check_op_close(&op);
-    attn_check_op bad;
-    cr_assert(attn_check_op_open(&bad, etnas_plugin(), "eps=0", 1, &err) < 0);
-    cr_assert(err && strstr(err, "eps"));
-    free(err);
-    attn_check_op_close(&bad);
-    ((const et_attention_vtable *)etnas_plugin()->vtable)->destroy(NULL);
+    attn_suite_refuses_option(etnas_plugin(), "eps=0", "eps");
 }
 
 /* Scratch does not grow with the length: features are made a chunk at a
@@ -230,17 +131,17 @@ Test(linear, refuses_causal_cross_and_bad_options)
  * the decode state does not depend on the length. */
 Test(linear, scratch_independent_of_length_and_macs)
 {
-    attn_check_op op = open_op("chunk=64", 2);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "chunk=64", 2);
     for (int32_t mode = 0; mode < 3; mode++) {
         et_attn_shape a = {1, 4, 1024, 1024, 64, 64, mode, NULL};
         et_attn_shape b = a;
         b.len_q = b.len_k = 16384;
         int64_t wa = op.vt->work_floats(op.state, &a), wb = op.vt->work_floats(op.state, &b);
-        cr_assert(wa == wb, "%s: work %lld -> %lld", mode_name(mode), (long long)wa,
-                  (long long)wb);
+        cr_assert(wa == wb, "%s: work %lld -> %lld", attn_suite_mode_name(mode),
+                  (long long)wa, (long long)wb);
         /* per worker: two 64 x 64 states, the chunk step, three 64-row blocks */
         cr_assert(wb <= 2 * (2 * (64 * 64 + 64) + 64 * 65 + 2 * 64 * 64 + 3 * 64 * 64),
-                  "%s: work %lld", mode_name(mode), (long long)wb);
+                  "%s: work %lld", attn_suite_mode_name(mode), (long long)wb);
         cr_assert(op.vt->saved_floats(op.state, &b) == 4 * 16384);
         cr_assert(op.vt->decode_floats(op.state, &b, 16384) ==
                   op.vt->decode_floats(op.state, &a, 8));
@@ -260,23 +161,24 @@ Test(linear, lengths_across_chunks)
 {
     static const int32_t keys_long[2] = {66, 23};
     double eps = 1e-6;
-    attn_check_op op = open_op(NULL, 2);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 2);
     for (int32_t mode = 0; mode < 3; mode++) {
         int cross = mode == ET_ATTN_MODE_CROSS;
         attn_check_case c = {.batch = 2, .heads = 2, .len_q = cross ? 37 : 70, .len_k = 70,
                              .dim_qk = 3, .dim_v = 2, .mode = mode, .key_len = keys_long,
                              .layout = ATTN_CHECK_LAYOUT_BTHC, .scale = 1.0,
                              .seed = 901 + mode};
+        const char *name = attn_suite_mode_name(mode);
         double e = attn_check_reference(&op, &c, ref_linear, &eps);
-        cr_assert(e <= TOL_REF, "%s: reference err %g > %g", mode_name(mode), e, TOL_REF);
+        cr_assert(e <= TOL_REF, "%s: reference err %g > %g", name, e, TOL_REF);
         double e3[3];
         e = attn_check_grad(&op, &c, 5e-3, e3);
-        cr_log_info("linear grad L=%d %s: q %.3g k %.3g v %.3g", c.len_q, mode_name(mode), e3[0],
-                    e3[1], e3[2]);
-        cr_assert(e <= TOL_GRAD, "%s: dq %g dk %g dv %g > %g", mode_name(mode), e3[0], e3[1],
-                  e3[2], TOL_GRAD);
+        cr_log_info("linear grad L=%d %s: q %.3g k %.3g v %.3g", c.len_q, name, e3[0], e3[1],
+                    e3[2]);
+        cr_assert(e <= TOL_GRAD, "%s: dq %g dk %g dv %g > %g", name, e3[0], e3[1], e3[2],
+                  TOL_GRAD);
         e = attn_check_padding(&op, &c, 70);
-        cr_assert(e <= TOL_PAD, "%s: padding err %g > %g", mode_name(mode), e, TOL_PAD);
+        cr_assert(e <= TOL_PAD, "%s: padding err %g > %g", name, e, TOL_PAD);
     }
     attn_check_op_close(&op);
 }

@@ -13,6 +13,7 @@
 #include <etnas/rng.h>
 
 #include "attn_check.h"
+#include "attn_suite.h"
 #include "attn_ref.h"
 #include "opgraph.h"
 
@@ -104,22 +105,23 @@ static const int32_t keys_self[2] = {9, 5};   /* L = S = 9 */
 static const int32_t keys_cross[2] = {11, 4}; /* S = 11 */
 static const int32_t keys_empty[2] = {0, 6};
 
-static const char *mode_name(int32_t mode)
+/* attn_check's overrides split on ',': graphs go in with ';' separators.
+ * "graph=..." into buf (size n), then ",more" when more is not NULL. */
+static void graph_overrides(char *buf, size_t n, const char *graph, const char *more)
 {
-    return mode == 0 ? "bidirectional" : mode == 1 ? "causal" : "cross";
+    int k = snprintf(buf, n, "graph=%s", graph);
+    for (int i = 0; i < k && (size_t)i < n; i++)
+        if (buf[i] == ',')
+            buf[i] = ';';
+    if (more && k >= 0 && (size_t)k < n)
+        snprintf(buf + k, n - (size_t)k, ",%s", more);
 }
 
-/* attn_check's overrides split on ',': graphs go in with ';' separators. */
 static int try_open(attn_check_op *op, const char *graph, const char *more, int32_t threads,
                     char **err)
 {
     char buf[2 * OPGRAPH_MAX_TEXT];
-    int n = snprintf(buf, sizeof buf, "graph=%s", graph);
-    for (int i = 0; i < n; i++)
-        if (buf[i] == ',')
-            buf[i] = ';';
-    if (more)
-        snprintf(buf + n, sizeof buf - (size_t)n, ",%s", more);
+    graph_overrides(buf, sizeof buf, graph, more);
     return attn_check_op_open(op, etnas_plugin(), buf, threads, err);
 }
 
@@ -288,19 +290,6 @@ static float *floats(int64_t n)
     return x;
 }
 
-static double scaled_err(const float *a, const float *ref, int64_t n)
-{
-    double num = 0.0, mx = 1.0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - ref[i]);
-        if (isnan(e))
-            return INFINITY;
-        num = fmax(num, e);
-        mx = fmax(mx, fabs((double)ref[i]));
-    }
-    return num / mx;
-}
-
 /* ------------------------------------------------ standard vs reference */
 
 Test(opgraph, standard_graph_equals_naive_softmax_forward_and_backward)
@@ -336,9 +325,9 @@ Test(opgraph, standard_graph_equals_naive_softmax_forward_and_backward)
             const char *what[4] = {"out", "dq", "dk", "dv"};
             const int64_t n[4] = {no, nq, nk, nv};
             for (int t = 0; t < 4; t++) {
-                double e = scaled_err(r[0][t], r[1][t], n[t]);
-                cr_assert(e <= TOL_STD, "%s pad %d %s: err %g > %g", mode_name(mode), pad,
-                          what[t], e, TOL_STD);
+                double e = attn_check_scaled_error(r[0][t], r[1][t], n[t]);
+                cr_assert(e <= TOL_STD, "%s pad %d %s: err %g > %g",
+                          attn_suite_mode_name(mode), pad, what[t], e, TOL_STD);
             }
             for (int w = 0; w < 2; w++)
                 for (int t = 0; t < 4; t++)
@@ -365,12 +354,14 @@ Test(opgraph, graphs_match_double_evaluator_and_refuse_other_modes)
                 int rc = op.vt->prepare(op.state, &s, &err);
                 if (!want) {
                     cr_assert(rc == ET_STATUS_ERR_UNSUPPORTED, "%s should be refused in %s "
-                              "(d %s dv)", gc->name, mode_name(mode), same_dim ? "==" : "!=");
+                              "(d %s dv)", gc->name, attn_suite_mode_name(mode),
+                              same_dim ? "==" : "!=");
                     cr_assert(err && strstr(err, "opgraph: not a graph for"), "%s", err);
                     free(err);
                     continue;
                 }
-                cr_assert(rc == 0, "%s in %s: %s", gc->name, mode_name(mode), err ? err : "?");
+                cr_assert(rc == 0, "%s in %s: %s", gc->name, attn_suite_mode_name(mode),
+                          err ? err : "?");
                 for (int32_t layout = 0; layout < 3; layout++)
                     for (int pad = 0; pad < 3; pad++) {
                         c = make_case(mode, layout,
@@ -378,8 +369,8 @@ Test(opgraph, graphs_match_double_evaluator_and_refuse_other_modes)
                                       same_dim, 900 + gi);
                         double e = attn_check_reference(&op, &c, ref_graph, (void *)gc->text);
                         cr_assert(e <= TOL_REF, "%s %s d%sdv layout %d pad %d: err %g > %g",
-                                  gc->name, mode_name(mode), same_dim ? "==" : "!=", layout, pad,
-                                  e, TOL_REF);
+                                  gc->name, attn_suite_mode_name(mode), same_dim ? "==" : "!=",
+                                  layout, pad, e, TOL_REF);
                     }
             }
         attn_check_op_close(&op);
@@ -407,8 +398,8 @@ Test(opgraph, equivalent_graphs_agree)
                 cr_assert(attn_check_forward(&op, &c, q, k, v, o[w]) == 0);
                 attn_check_op_close(&op);
             }
-            double e = scaled_err(o[0], o[1], n);
-            cr_assert(e <= 1e-5, "pair %d %s: err %g", p, mode_name(mode), e);
+            double e = attn_check_scaled_error(o[0], o[1], n);
+            cr_assert(e <= 1e-5, "pair %d %s: err %g", p, attn_suite_mode_name(mode), e);
             free(q), free(k), free(v), free(o[0]), free(o[1]);
         }
 }
@@ -428,10 +419,10 @@ Test(opgraph, gradients_of_smooth_graphs_every_mode)
                                           400 + gi * 3 + mode);
             double e3[3];
             double e = attn_check_grad(&op, &c, 1e-2, e3);
-            cr_log_info("grad %s %s: q %.3g k %.3g v %.3g", gc->name, mode_name(mode), e3[0],
-                        e3[1], e3[2]);
-            cr_assert(e <= TOL_GRAD, "%s %s: dq %g dk %g dv %g > %g", gc->name, mode_name(mode),
-                      e3[0], e3[1], e3[2], TOL_GRAD);
+            cr_log_info("grad %s %s: q %.3g k %.3g v %.3g", gc->name,
+                        attn_suite_mode_name(mode), e3[0], e3[1], e3[2]);
+            cr_assert(e <= TOL_GRAD, "%s %s: dq %g dk %g dv %g > %g", gc->name,
+                      attn_suite_mode_name(mode), e3[0], e3[1], e3[2], TOL_GRAD);
         }
         attn_check_op_close(&op);
     }
@@ -443,7 +434,7 @@ Test(opgraph, gradients_with_an_empty_sequence)
     for (int32_t mode = 0; mode < 2; mode++) {
         attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BHTC, keys_empty, 0, 31);
         double e = attn_check_grad(&op, &c, 1e-2, NULL);
-        cr_assert(e <= TOL_GRAD, "%s: err %g > %g", mode_name(mode), e, TOL_GRAD);
+        cr_assert(e <= TOL_GRAD, "%s: err %g > %g", attn_suite_mode_name(mode), e, TOL_GRAD);
     }
     attn_check_op_close(&op);
 }
@@ -532,8 +523,8 @@ Test(opgraph, gradients_of_kinked_primitives)
             et_attn_shape s = {1, 2, cross ? 5 : 6, cross ? 7 : 6, 3, 3, mode,
                                cross ? (const int32_t[]){5} : (const int32_t[]){4}};
             double e = kink_grad(&op, &s, !strcmp(gc->name, "max"), 60 + gi, 1e-2);
-            cr_log_info("grad %s %s: %.3g", gc->name, mode_name(mode), e);
-            cr_assert(e <= TOL_GRAD, "%s %s: err %g > %g", gc->name, mode_name(mode), e,
+            cr_log_info("grad %s %s: %.3g", gc->name, attn_suite_mode_name(mode), e);
+            cr_assert(e <= TOL_GRAD, "%s %s: err %g > %g", gc->name, attn_suite_mode_name(mode), e,
                       TOL_GRAD);
         }
         attn_check_op_close(&op);
@@ -569,7 +560,8 @@ Test(opgraph, padding_invariance)
             attn_check_case c = make_case(mode, (int32_t)(gi % 3), padded_keys(mode),
                                           gc->same_dim, 70 + gi);
             double e = attn_check_padding(&op, &c, 4);
-            cr_assert(e <= TOL_PAD, "%s %s: err %g > %g", gc->name, mode_name(mode), e, TOL_PAD);
+            cr_assert(e <= TOL_PAD, "%s %s: err %g > %g", gc->name, attn_suite_mode_name(mode), e,
+                      TOL_PAD);
         }
         attn_check_op_close(&op);
     }
@@ -639,11 +631,9 @@ Test(opgraph, threads_agree)
                                           11 + w);
             c.heads = 5;
             char buf[2 * OPGRAPH_MAX_TEXT];
-            int n = snprintf(buf, sizeof buf, "graph=%s", gc->text);
-            for (int i = 0; i < n; i++)
-                buf[i] = buf[i] == ',' ? ';' : buf[i];
+            graph_overrides(buf, sizeof buf, gc->text, NULL);
             double e = attn_check_threads(etnas_plugin(), buf, &c, 2);
-            cr_assert(e <= TOL_THREADS, "%s %s: err %g", gc->name, mode_name(mode), e);
+            cr_assert(e <= TOL_THREADS, "%s %s: err %g", gc->name, attn_suite_mode_name(mode), e);
         }
 }
 
@@ -679,7 +669,7 @@ Test(opgraph, saved_and_recomputed_values_agree)
             const int64_t n[4] = {no, nq, nk, nv};
             for (int t = 0; t < 4; t++)
                 cr_assert(!memcmp(r[0][t], r[1][t], (size_t)n[t] * sizeof(float)),
-                          "%s %s: tensor %d differs", gc->name, mode_name(mode), t);
+                          "%s %s: tensor %d differs", gc->name, attn_suite_mode_name(mode), t);
             cr_assert(ops[0].vt->saved_floats(ops[0].state, &s) == 0);
             if (gi == 0)
                 cr_assert(ops[1].vt->saved_floats(ops[1].state, &s) ==
@@ -697,14 +687,7 @@ Test(opgraph, saved_and_recomputed_values_agree)
 Test(opgraph, refuses_causal_cross)
 {
     attn_check_op op = open_graph(STD, NULL, 1);
-    et_attn_shape s = {1, 1, 4, 6, 8, 8, ET_ATTN_MODE_CAUSAL, NULL};
-    char *err = NULL;
-    cr_assert(op.vt->prepare(op.state, &s, &err) == ET_STATUS_ERR_UNSUPPORTED);
-    cr_assert(err && strstr(err, "cross"), "message: %s", err ? err : "(none)");
-    free(err);
-    s.mode = ET_ATTN_MODE_CROSS;
-    err = NULL;
-    cr_assert(op.vt->prepare(op.state, &s, &err) == 0);
+    attn_suite_refuses_causal_cross(&op, 8);
     attn_check_op_close(&op);
     ((const et_attention_vtable *)etnas_plugin()->vtable)->destroy(NULL);
 }

@@ -13,6 +13,7 @@
 #include <etnas/rng.h>
 
 #include "attn_check.h"
+#include "attn_suite.h"
 
 const et_plugin_descriptor *etnas_plugin(void);
 
@@ -28,14 +29,6 @@ const et_plugin_descriptor *etnas_plugin(void);
 static const int32_t PAD2[2] = {5, 3};
 static const int32_t PAD3[3] = {6, 2, 4};
 static const int32_t PAD_LONG[2] = {97, 130}; /* padding over several 64-row chunks */
-
-static void open_op(attn_check_op *op, const char *overrides, int32_t threads)
-{
-    char *err = NULL;
-    int rc = attn_check_op_open(op, etnas_plugin(), overrides, threads, &err);
-    cr_assert_eq(rc, 0, "open performer (%s): %s", overrides ? overrides : "defaults",
-                 err ? err : "?");
-}
 
 /* ---------------------------------------------------------------- reference */
 
@@ -268,33 +261,18 @@ static int forward_only(attn_check_op *op, const et_attn_shape *s, const float *
 
 Test(performer, descriptor)
 {
-    const et_plugin_descriptor *d = etnas_plugin();
-    cr_assert_eq(d->abi_version, ET_ABI_VERSION);
-    cr_assert_eq(d->kind, ET_PLUGIN_KIND_ATTENTION);
-    cr_assert_str_eq(d->name, "performer");
-    const char *keys[] = {"features", "redraw_interval", "ortho_scaling", "eps"};
-    for (int i = 0; i < 4; i++)
-        cr_assert_str_eq(d->options[i].key, keys[i]);
-    cr_assert_null(d->options[4].key);
-    const et_attention_vtable *vt = d->vtable;
+    const char *const keys[] = {"features", "redraw_interval", "ortho_scaling", "eps", NULL};
+    attn_suite_descriptor(etnas_plugin(), "performer", keys);
+    const et_attention_vtable *vt = etnas_plugin()->vtable;
     cr_assert_not_null(vt->set_step);
-    vt->destroy(NULL);
 }
 
-/* An out-of-range value that reaches create anyway (the host checks ranges
- * first, a test host need not) is refused with a message, and destroy after
- * the failed create is safe. */
+/* An out-of-range value passed to create without the host's range check
+ * is refused by the plugin itself with a message, and destroy after the
+ * failed create is safe. */
 Test(performer, create_refuses_bad_options)
 {
-    attn_check_op op;
-    char *err = NULL;
-    int rc = attn_check_op_open(&op, etnas_plugin(), "features=0", 1, &err);
-    cr_expect_eq(rc, ET_STATUS_ERR_USAGE);
-    cr_assert(err);
-    cr_expect(strstr(err, "features"), "message: %s", err);
-    cr_expect_null(op.state);
-    free(err);
-    attn_check_op_close(&op);
+    attn_suite_refuses_option(etnas_plugin(), "features=0", "features");
 }
 
 /* Every mode, padding included, against the formulas in double with W
@@ -321,8 +299,7 @@ Test(performer, reference_all_modes)
          {3, 2, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 5}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
+        attn_check_op op = attn_suite_open(etnas_plugin(), cases[i].overrides, 2);
         favor_ref f = {op.host->seed, 0, cases[i].m, cases[i].ortho_scaling, cases[i].eps,
                        NULL, NULL, 0};
         double e = attn_check_reference(&op, &cases[i].c, ref_performer, &f);
@@ -337,26 +314,21 @@ Test(performer, reference_all_modes)
  * test's business. */
 Test(performer, gradients_all_modes)
 {
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {"features=16,eps=1e-12", {2, 2, 5, 5, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 11}},
-        {"features=16,eps=1e-12", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 1, 0, 12}},
-        {"features=8,eps=1e-12", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, NULL, 2, 0.5, 13}},
-        {"features=12,eps=1e-12", {2, 2, 4, 6, 4, 3, ET_ATTN_MODE_CROSS, PAD2, 0, 0, 14}},
-        {"features=8,eps=1e-12", {2, 1, 130, 130, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, PAD_LONG, 1,
-                                  0.5, 15}},
-        {"features=8,eps=1e-12", {2, 1, 66, 130, 3, 2, ET_ATTN_MODE_CROSS, PAD_LONG, 0, 0.5, 16}},
+    const attn_suite_row rows[] = {
+        {"features=16,eps=1e-12", {2, 2, 5, 5, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 11},
+         NULL},
+        {"features=16,eps=1e-12", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 1, 0, 12}, NULL},
+        {"features=8,eps=1e-12", {2, 1, 70, 70, 3, 2, ET_ATTN_MODE_CAUSAL, NULL, 2, 0.5, 13},
+         NULL},
+        {"features=12,eps=1e-12", {2, 2, 4, 6, 4, 3, ET_ATTN_MODE_CROSS, PAD2, 0, 0, 14}, NULL},
+        {"features=8,eps=1e-12",
+         {2, 1, 130, 130, 3, 2, ET_ATTN_MODE_BIDIRECTIONAL, PAD_LONG, 1, 0.5, 15}, NULL},
+        {"features=8,eps=1e-12", {2, 1, 66, 130, 3, 2, ET_ATTN_MODE_CROSS, PAD_LONG, 0, 0.5, 16},
+         NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        double e3[3];
-        double e = attn_check_grad(&op, &cases[i].c, FD_STEP, e3);
-        cr_expect_leq(e, TOL_GRAD, "case %zu: dq %g dk %g dv %g", i, e3[0], e3[1], e3[2]);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_check gradients = {.kind = ATTN_SUITE_GRAD, .threads = 2, .tol = TOL_GRAD,
+                                        .h = FD_STEP};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &gradients);
 }
 
 /* One forward and backward through the vtable on contiguous buffers. */
@@ -432,8 +404,7 @@ Test(performer, gradients_hold_stabilisers_constant)
     const int32_t modes[3] = {ET_ATTN_MODE_BIDIRECTIONAL, ET_ATTN_MODE_CAUSAL,
                               ET_ATTN_MODE_CROSS};
     for (int mi = 0; mi < 3; mi++) {
-        attn_check_op op;
-        open_op(&op, "features=16,eps=1e-4", 1);
+        attn_check_op op = attn_suite_open(etnas_plugin(), "features=16,eps=1e-4", 1);
         attn_check_case c = {2, 2, 5, 5, 3, 2, modes[mi], pad, 0, 0, 17};
         if (modes[mi] == ET_ATTN_MODE_CROSS)
             c.len_q = 3;
@@ -476,8 +447,7 @@ Test(performer, key_stabiliser_across_chunks)
 {
     const int32_t modes[2] = {ET_ATTN_MODE_BIDIRECTIONAL, ET_ATTN_MODE_CROSS};
     for (int mi = 0; mi < 2; mi++) {
-        attn_check_op op;
-        open_op(&op, "features=16,eps=1e-2", 2);
+        attn_check_op op = attn_suite_open(etnas_plugin(), "features=16,eps=1e-2", 2);
         attn_check_case c = {2, 2, 130, 130, 4, 3, modes[mi], PAD_LONG, 0, 0, 101 + (uint64_t)mi};
         if (modes[mi] == ET_ATTN_MODE_CROSS)
             c.len_q = 37;
@@ -517,8 +487,7 @@ Test(performer, key_stabiliser_across_chunks)
  * stabiliser per head). */
 Test(performer, memory_does_not_grow_with_features)
 {
-    attn_check_op op;
-    open_op(&op, NULL, 2);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 2);
     for (int32_t mode = 0; mode < 3; mode++) {
         et_attn_shape a = {1, 4, 1024, 1024, 64, 64, mode, NULL};
         et_attn_shape b = a;
@@ -534,55 +503,41 @@ Test(performer, memory_does_not_grow_with_features)
  * redrawing them 5x larger and appending more changes nothing. */
 Test(performer, padding_invariance)
 {
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {"features=32", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 21}},
-        {"features=32", {3, 2, 5, 7, 4, 3, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 22}},
-        {"features=32", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 2, 0, 23}},
+    const attn_suite_row rows[] = {
+        {"features=32", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 21}, NULL},
+        {"features=32", {3, 2, 5, 7, 4, 3, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 22}, NULL},
+        {"features=32", {2, 2, 6, 6, 4, 3, ET_ATTN_MODE_CAUSAL, PAD2, 2, 0, 23}, NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 1);
-        double e = attn_check_padding(&op, &cases[i].c, 3);
-        cr_expect_leq(e, TOL_PADDING, "case %zu: error %g", i, e);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_check padding = {.kind = ATTN_SUITE_PADDING, .threads = 1,
+                                      .tol = TOL_PADDING, .extra = 3};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &padding);
 }
 
 /* A large eps makes the stabiliser visible in the outputs, so a key
  * stabiliser that looked at later keys would move earlier rows here. */
 Test(performer, causality)
 {
-    const char *overrides[] = {"features=32,eps=1e-2", "features=64,eps=1e-3"};
-    for (int i = 0; i < 2; i++) {
-        attn_check_op op;
-        open_op(&op, overrides[i], 2);
-        attn_check_case c = {2, 2, 9, 9, 8, 3, ET_ATTN_MODE_CAUSAL, PAD2, i, 2.0, 31};
-        double e = attn_check_causality(&op, &c);
-        cr_expect_leq(e, TOL_EXACT, "%s: error %g", overrides[i], e);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_row rows[] = {
+        {"features=32,eps=1e-2", {2, 2, 9, 9, 8, 3, ET_ATTN_MODE_CAUSAL, PAD2, 0, 2.0, 31},
+         NULL},
+        {"features=64,eps=1e-3", {2, 2, 9, 9, 8, 3, ET_ATTN_MODE_CAUSAL, PAD2, 1, 2.0, 31},
+         NULL},
+    };
+    const attn_suite_check causality = {.kind = ATTN_SUITE_CAUSALITY, .threads = 2,
+                                        .tol = TOL_EXACT};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &causality);
 }
 
 Test(performer, decode_equals_teacher_forcing)
 {
-    struct {
-        const char *overrides;
-        attn_check_case c;
-    } cases[] = {
-        {"features=32", {2, 2, 11, 11, 4, 3, ET_ATTN_MODE_CAUSAL, NULL, 0, 0, 41}},
-        {"features=40", {2, 2, 70, 70, 8, 3, ET_ATTN_MODE_CAUSAL, NULL, 1, 0, 42}},
-        {"features=16,eps=1e-3", {1, 3, 5, 5, 6, 6, ET_ATTN_MODE_CAUSAL, NULL, 2, 1.5, 43}},
+    const attn_suite_row rows[] = {
+        {"features=32", {2, 2, 11, 11, 4, 3, ET_ATTN_MODE_CAUSAL, NULL, 0, 0, 41}, NULL},
+        {"features=40", {2, 2, 70, 70, 8, 3, ET_ATTN_MODE_CAUSAL, NULL, 1, 0, 42}, NULL},
+        {"features=16,eps=1e-3", {1, 3, 5, 5, 6, 6, ET_ATTN_MODE_CAUSAL, NULL, 2, 1.5, 43},
+         NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_check_op op;
-        open_op(&op, cases[i].overrides, 2);
-        double e = attn_check_decode(&op, &cases[i].c);
-        cr_expect_leq(e, TOL_DECODE, "case %zu: error %g", i, e);
-        attn_check_op_close(&op);
-    }
+    const attn_suite_check decode = {.kind = ATTN_SUITE_DECODE, .threads = 2, .tol = TOL_DECODE};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &decode);
 }
 
 /* Relative RMS distance of the plugin's output from exact softmax
@@ -623,8 +578,7 @@ Test(performer, converges_to_softmax)
         for (int sd = 0; sd < seeds; sd++) {
             char o[64];
             snprintf(o, sizeof o, "features=%d", (int)features[f]);
-            attn_check_op op;
-            open_op(&op, o, 1);
+            attn_check_op op = attn_suite_open(etnas_plugin(), o, 1);
             op.host->seed = 1000u + (uint64_t)sd;
             err[f] += softmax_distance(&op, &c) / seeds;
             attn_check_op_close(&op);
@@ -644,8 +598,7 @@ Test(performer, seed_determines_features)
     attn_check_case c = {2, 2, 7, 7, 8, 4, ET_ATTN_MODE_BIDIRECTIONAL, PAD2, 0, 0, 71};
     float *out[3];
     for (int i = 0; i < 3; i++) {
-        attn_check_op op;
-        open_op(&op, "features=32", 1);
+        attn_check_op op = attn_suite_open(etnas_plugin(), "features=32", 1);
         op.host->seed = i < 2 ? 5u : 6u;
         out[i] = run(&op, &c);
         attn_check_op_close(&op);
@@ -662,8 +615,7 @@ Test(performer, redraw_on_set_step)
 {
     attn_check_case c = {2, 2, 7, 7, 8, 4, ET_ATTN_MODE_BIDIRECTIONAL, NULL, 0, 0, 81};
     int64_t n = out_count(&c);
-    attn_check_op op;
-    open_op(&op, "features=32,redraw_interval=10", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "features=32,redraw_interval=10", 1);
     float *s0 = run(&op, &c);
     op.vt->set_step(op.state, 1, 9);
     float *s9 = run(&op, &c);
@@ -679,7 +631,7 @@ Test(performer, redraw_on_set_step)
     cr_expect_eq(max_diff(s0, back, n), 0.0, "draw 0 did not repeat");
     attn_check_op_close(&op);
 
-    open_op(&op, "features=32", 1);
+    op = attn_suite_open(etnas_plugin(), "features=32", 1);
     float *never = run(&op, &c);
     op.vt->set_step(op.state, 1, 12345);
     float *later = run(&op, &c);
@@ -700,8 +652,7 @@ Test(performer, features_follow_the_dim)
     attn_check_case c8 = {1, 2, 6, 6, 8, 3, ET_ATTN_MODE_BIDIRECTIONAL, NULL, 0, 0, 91};
     attn_check_case c4 = c8;
     c4.dim_qk = 4;
-    attn_check_op op;
-    open_op(&op, "features=16", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "features=16", 1);
     float *a = run(&op, &c8);
     float *b = run(&op, &c4);
     float *again = run(&op, &c8);
@@ -744,8 +695,7 @@ Test(performer, features_follow_the_dim)
  * gradient is produced. */
 Test(performer, no_visible_key)
 {
-    attn_check_op op;
-    open_op(&op, "features=16,eps=1e-12", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "features=16,eps=1e-12", 1);
     int32_t none[2] = {0, 4};
     attn_check_case c = {2, 1, 4, 4, 4, 3, ET_ATTN_MODE_CROSS, none, 0, 0, 95};
     float *out = run(&op, &c);
@@ -759,17 +709,18 @@ Test(performer, no_visible_key)
 
 Test(performer, threads_match_serial)
 {
-    attn_check_case c = {3, 3, 9, 9, 4, 5, ET_ATTN_MODE_CAUSAL, PAD3, 0, 0, 51};
-    cr_expect_leq(attn_check_threads(etnas_plugin(), "features=24", &c, 2), TOL_EXACT);
-    attn_check_case x = {3, 2, 5, 8, 4, 5, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 52};
-    cr_expect_leq(attn_check_threads(etnas_plugin(), "features=24", &x, 2), TOL_EXACT);
+    const attn_suite_row rows[] = {
+        {"features=24", {3, 3, 9, 9, 4, 5, ET_ATTN_MODE_CAUSAL, PAD3, 0, 0, 51}, NULL},
+        {"features=24", {3, 2, 5, 8, 4, 5, ET_ATTN_MODE_CROSS, PAD3, 1, 0, 52}, NULL},
+    };
+    const attn_suite_check threads = {.kind = ATTN_SUITE_THREADS, .threads = 2, .tol = TOL_EXACT};
+    attn_suite_rows(etnas_plugin(), rows, sizeof rows / sizeof rows[0], &threads);
 }
 
 /* spec/attention.md, Cost: map (L+S)(m d + d) plus the core with r = m. */
 Test(performer, macs)
 {
-    attn_check_op op;
-    open_op(&op, "features=32", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "features=32", 1);
     et_attn_shape s = {2, 3, 5, 7, 4, 6, ET_ATTN_MODE_CROSS, NULL};
     double d = 4, dv = 6, m = 32, L = 5, S = 7;
     double want = 6 * ((L + S) * (m * d + d) + m * dv * (L + S) + m * L);
@@ -783,18 +734,11 @@ Test(performer, macs)
 
 Test(performer, prepare_refusals)
 {
-    attn_check_op op;
-    open_op(&op, NULL, 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 1);
+    attn_suite_refuses_causal_cross(&op, 4);
     char *err = NULL;
-    et_attn_shape s = {1, 1, 4, 6, 4, 4, ET_ATTN_MODE_CAUSAL, NULL};
-    cr_expect_eq(op.vt->prepare(op.state, &s, &err), ET_STATUS_ERR_UNSUPPORTED);
-    cr_assert(err);
-    cr_expect(strstr(err, "causal cross-attention"), "message: %s", err);
-    free(err);
-    err = NULL;
     int32_t bad[1] = {-1};
-    s.len_k = 4;
-    s.key_len = bad;
+    et_attn_shape s = {1, 1, 4, 4, 4, 4, ET_ATTN_MODE_CAUSAL, bad};
     cr_expect_eq(op.vt->prepare(op.state, &s, &err), ET_STATUS_ERR_USAGE);
     free(err);
     attn_check_op_close(&op);

@@ -1,12 +1,12 @@
 /* Tests of the softmax attention plugin: against a naive double reference,
  * and every generic check of attn_check.h (gradients, padding, causality,
- * decoding, threads, strided layouts) in every mode. */
+ * decoding, threads, strided layouts) in every mode, run by attn_suite.h. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "attn_check.h"
+#include "attn_suite.h"
 
 const et_plugin_descriptor *etnas_plugin(void);
 
@@ -56,100 +56,54 @@ static void ref_softmax(void *ctx, const et_attn_shape *s, const float *q, const
     free(w);
 }
 
-static attn_check_op open_op(const char *overrides, int32_t threads)
-{
-    attn_check_op op;
-    char *err = NULL;
-    int rc = attn_check_op_open(&op, etnas_plugin(), overrides, threads, &err);
-    cr_assert(rc == 0, "open: %s", err ? err : "?");
-    return op;
-}
-
 static const int32_t keys_self[2] = {9, 5};   /* L = S = 9 */
 static const int32_t keys_cross[2] = {11, 4}; /* S = 11 */
 static const int32_t keys_empty[2] = {0, 6};  /* a sequence with no valid key */
 
-static attn_check_case make_case(int32_t mode, int32_t layout, const int32_t *key_len)
-{
-    int cross = mode == ET_ATTN_MODE_CROSS;
-    return (attn_check_case){.batch = 2, .heads = 3, .len_q = cross ? 6 : 9,
-                             .len_k = cross ? 11 : 9, .dim_qk = 4,
-                             .dim_v = cross ? 5 : 4, .mode = mode, .key_len = key_len,
-                             .layout = layout, .scale = 1.0, .seed = 1234 + mode * 10 + layout};
-}
-
-static const char *mode_name(int32_t mode)
-{
-    return mode == 0 ? "bidirectional" : mode == 1 ? "causal" : "cross";
-}
+static const attn_suite suite = {etnas_plugin, 9, 1234, keys_self, keys_cross, keys_empty};
 
 Test(softmax, matches_reference_every_mode_layout_block)
 {
     const char *blocks[] = {"block=64", "block=2", "block=4"};
-    for (int bl = 0; bl < 3; bl++) {
-        attn_check_op op = open_op(blocks[bl], 1);
-        for (int32_t mode = 0; mode < 3; mode++)
-            for (int32_t layout = 0; layout < 3; layout++)
-                for (int pad = 0; pad < 3; pad++) {
-                    const int32_t *kl = pad == 0 ? NULL
-                                        : pad == 1 ? (mode == 2 ? keys_cross : keys_self)
-                                                   : keys_empty;
-                    attn_check_case c = make_case(mode, layout, kl);
-                    double e = attn_check_reference(&op, &c, ref_softmax, NULL);
-                    cr_assert(e <= TOL_REF, "%s %s layout %d pad %d: err %g > %g", blocks[bl],
-                              mode_name(mode), layout, pad, e, TOL_REF);
-                }
-        attn_check_op_close(&op);
-    }
+    for (int bl = 0; bl < 3; bl++)
+        attn_suite_reference(&suite, blocks[bl], 1, ref_softmax, NULL, TOL_REF);
 }
 
 /* Logits up to ~50: the running max must keep exp in range. */
 Test(softmax, large_logits_stay_finite)
 {
-    attn_check_op op = open_op("block=3", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "block=3", 1);
     for (int32_t mode = 0; mode < 3; mode++) {
-        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BTHC, NULL);
+        attn_check_case c = attn_suite_case(&suite, mode, ATTN_CHECK_LAYOUT_BTHC, NULL);
         c.scale = 5.0;
         double e = attn_check_reference(&op, &c, ref_softmax, NULL);
-        cr_assert(e <= 1e-5, "%s: err %g", mode_name(mode), e);
+        cr_assert(e <= 1e-5, "%s: err %g", attn_suite_mode_name(mode), e);
     }
     attn_check_op_close(&op);
 }
 
 Test(softmax, gradients_every_mode)
 {
-    attn_check_op op = open_op("block=3", 2);
-    for (int32_t mode = 0; mode < 3; mode++)
-        for (int32_t layout = 1; layout < 3; layout++) {
-            attn_check_case c = make_case(mode, layout, mode == 2 ? keys_cross : keys_self);
-            c.heads = 2;
-            double e3[3];
-            double e = attn_check_grad(&op, &c, 1e-2, e3);
-            cr_log_info("softmax grad %s layout %d: q %.3g k %.3g v %.3g", mode_name(mode),
-                        layout, e3[0], e3[1], e3[2]);
-            cr_assert(e <= TOL_GRAD, "%s layout %d: dq %g dk %g dv %g > %g", mode_name(mode),
-                      layout, e3[0], e3[1], e3[2], TOL_GRAD);
-        }
-    attn_check_op_close(&op);
+    attn_suite_grad(&suite, "block=3", 2, 1e-2, TOL_GRAD);
 }
 
 Test(softmax, attention_dropout_gradients_and_switches)
 {
-    attn_check_op op = open_op("block=3,dropout=0.3", 1);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "block=3,dropout=0.3", 1);
     op.vt->set_step(op.state, 1, 7); /* training: the mask of step 7 */
     for (int32_t mode = 0; mode < 3; mode++) {
-        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BHTC,
-                                      mode == 2 ? keys_cross : keys_self);
+        attn_check_case c = attn_suite_case(&suite, mode, ATTN_CHECK_LAYOUT_BHTC,
+                                            attn_suite_padded(&suite, mode));
         c.heads = 2;
         double e3[3];
         double e = attn_check_grad(&op, &c, 1e-2, e3);
-        cr_assert(e <= TOL_GRAD, "dropout, %s: dq %g dk %g dv %g > %g", mode_name(mode), e3[0],
-                  e3[1], e3[2], TOL_GRAD);
+        cr_assert(e <= TOL_GRAD, "dropout, %s: dq %g dk %g dv %g > %g",
+                  attn_suite_mode_name(mode), e3[0], e3[1], e3[2], TOL_GRAD);
     }
     /* dropout changes the output in training, the mask follows the step,
      * and evaluation is the plain softmax */
-    attn_check_op plain = open_op("block=3", 1);
-    attn_check_case c = make_case(0, ATTN_CHECK_LAYOUT_BHTC, keys_self);
+    attn_check_op plain = attn_suite_open(etnas_plugin(), "block=3", 1);
+    attn_check_case c = attn_suite_case(&suite, 0, ATTN_CHECK_LAYOUT_BHTC, keys_self);
     float *q, *k, *v;
     attn_check_inputs(&c, &q, &k, &v);
     int64_t n = (int64_t)c.batch * c.heads * c.len_q * c.dim_v;
@@ -183,93 +137,41 @@ Test(softmax, attention_dropout_gradients_and_switches)
 
 Test(softmax, gradients_with_empty_sequence)
 {
-    attn_check_op op = open_op("block=4", 1);
-    for (int32_t mode = 0; mode < 3; mode++) {
-        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BHTC, keys_empty);
-        c.heads = 1;
-        double e = attn_check_grad(&op, &c, 1e-2, NULL);
-        cr_assert(e <= TOL_GRAD, "%s: err %g > %g", mode_name(mode), e, TOL_GRAD);
-    }
-    attn_check_op_close(&op);
+    attn_suite_grad_empty(&suite, "block=4", 1, 1e-2, TOL_GRAD);
 }
 
 Test(softmax, padding_invariance)
 {
-    attn_check_op op = open_op("block=4", 2);
-    for (int32_t mode = 0; mode < 3; mode++)
-        for (int32_t layout = 0; layout < 3; layout++) {
-            attn_check_case c = make_case(mode, layout, mode == 2 ? keys_cross : keys_self);
-            double e = attn_check_padding(&op, &c, 5);
-            cr_assert(e <= TOL_PAD, "%s layout %d: err %g > %g", mode_name(mode), layout, e,
-                      TOL_PAD);
-        }
-    attn_check_op_close(&op);
+    attn_suite_padding(&suite, "block=4", 2, 5, TOL_PAD);
 }
 
 Test(softmax, causality)
 {
-    attn_check_op op = open_op("block=4", 1);
-    for (int32_t layout = 0; layout < 3; layout++)
-        for (int pad = 0; pad < 2; pad++) {
-            attn_check_case c = make_case(ET_ATTN_MODE_CAUSAL, layout, pad ? keys_self : NULL);
-            double e = attn_check_causality(&op, &c);
-            cr_assert(e <= TOL_CAUSAL, "layout %d pad %d: err %g > %g", layout, pad, e,
-                      TOL_CAUSAL);
-        }
-    attn_check_op_close(&op);
+    attn_suite_causality(&suite, "block=4", 1, TOL_CAUSAL);
 }
 
 Test(softmax, decode_equals_teacher_forcing)
 {
-    const char *blocks[] = {"block=64", "block=3"};
-    for (int bl = 0; bl < 2; bl++) {
-        attn_check_op op = open_op(blocks[bl], 2);
-        for (int32_t layout = 0; layout < 3; layout++) {
-            attn_check_case c = make_case(ET_ATTN_MODE_CAUSAL, layout, NULL);
-            c.len_q = c.len_k = 17;
-            double e = attn_check_decode(&op, &c);
-            cr_assert(e <= TOL_DECODE, "%s layout %d: err %g > %g", blocks[bl], layout, e,
-                      TOL_DECODE);
-        }
-        attn_check_op_close(&op);
-    }
+    attn_suite_decode(&suite, "block=64", 2, 17, TOL_DECODE);
+    attn_suite_decode(&suite, "block=3", 2, 17, TOL_DECODE);
 }
 
 Test(softmax, threads_agree)
 {
-    for (int32_t mode = 0; mode < 3; mode++) {
-        attn_check_case c = make_case(mode, ATTN_CHECK_LAYOUT_BTHC,
-                                      mode == 2 ? keys_cross : keys_self);
-        c.heads = 5;
-        double e = attn_check_threads(etnas_plugin(), "block=4", &c, 2);
-        cr_assert(e <= TOL_THREADS, "%s: err %g", mode_name(mode), e);
-    }
+    attn_suite_threads(&suite, "block=4", 2, TOL_THREADS);
 }
 
 Test(softmax, refuses_causal_cross_and_bad_options)
 {
-    attn_check_op op = open_op(NULL, 1);
-    et_attn_shape s = {1, 1, 4, 6, 8, 8, ET_ATTN_MODE_CAUSAL, NULL};
-    char *err = NULL;
-    int rc = op.vt->prepare(op.state, &s, &err);
-    cr_assert(rc == ET_STATUS_ERR_UNSUPPORTED);
-    cr_assert(err && strstr(err, "cross"), "message: %s", err ? err : "(none)");
-    free(err);
-    s.mode = ET_ATTN_MODE_CROSS;
-    err = NULL;
-    cr_assert(op.vt->prepare(op.state, &s, &err) == 0);
+    attn_check_op op = attn_suite_open(etnas_plugin(), NULL, 1);
+    attn_suite_refuses_causal_cross(&op, 8);
     attn_check_op_close(&op);
-    attn_check_op bad;
-    cr_assert(attn_check_op_open(&bad, etnas_plugin(), "block=0", 1, &err) < 0);
-    cr_assert(err && strstr(err, "block"));
-    free(err);
-    attn_check_op_close(&bad);
-    ((const et_attention_vtable *)etnas_plugin()->vtable)->destroy(NULL);
+    attn_suite_refuses_option(etnas_plugin(), "block=0", "block");
 }
 
 Test(softmax, memory_and_macs)
 {
-    attn_check_op op = open_op("block=64", 2);
+    attn_check_op op = attn_suite_open(etnas_plugin(), "block=64", 2);
     et_attn_shape a = {1, 4, 1024, 1024, 64, 64, ET_ATTN_MODE_BIDIRECTIONAL, NULL};
     et_attn_shape b = a;
     b.len_q = b.len_k = 16384;

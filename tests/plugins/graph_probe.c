@@ -30,12 +30,41 @@ static const et_option_decl probe_options[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
+/* The name of the first host member probe_run uses that host lacks, or
+ * NULL when it has them all. satisfies_custom is the newest of them: a host
+ * struct that reaches it holds the older ones too (host.h only appends),
+ * though any of them may still be NULL, e.g. outside an experiment. */
+static const char *missing_service(const et_host *host)
+{
+    if (!ET_HOST_HAS(host, satisfies_custom))
+        return "satisfies_custom";
+    const struct {
+        const char *name;
+        int present;
+    } need[] = {
+        {"space", host->space != NULL},
+        {"arch_largest", host->arch_largest != NULL},
+        {"evaluate", host->evaluate != NULL},
+        {"train_custom", host->train_custom != NULL},
+        {"cost_custom", host->cost_custom != NULL},
+        {"satisfies_custom", host->satisfies_custom != NULL},
+        {"blob_put", host->blob_put != NULL},
+    };
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!need[i].present)
+            return need[i].name;
+    return NULL;
+}
+
 static int probe_create(const et_host *host, const et_option_value *opts, void **state,
                         char **err)
 {
     *state = NULL;
-    if (!ET_HOST_HAS(host, satisfies_custom) || !host->satisfies_custom || !host->space) {
-        *err = host->errorf("graph_probe: the host has no satisfies_custom service");
+    const char *missing = missing_service(host);
+    if (missing) {
+        *err = host->errorf("graph_probe: the host has no %s; the probe runs only as the "
+                            "search of an experiment (tests/test_opnas_costs.c) on an etnas "
+                            "with custom attention costs", missing);
         return ET_STATUS_ERR_UNSUPPORTED;
     }
     probe *p = calloc(1, sizeof *p);
