@@ -49,7 +49,8 @@ awk '/\] [0-9]+ evaluations \([0-9]+ from the store\) in [0-9.]+ s$/ {
 sed -n 's/^\([0-9.]*\) etnas: info: ranknas: \(supernet training stopped .*\)$/  ranknas: \2 (at \1 s)/p' "$out/log.txt"
 echo
 echo "Results (valid: best with supernet weights; test: after the final retraining):"
-sed -n '/^| strategy /,/^$/p' "$out/table.txt"
+awk '/^\| strategy / {on = 1} on && /^$/ {exit} on' "$out/table.txt"
+echo
 for f in "$out"/run/ranknas-*-rankers.md; do
     [ -f "$f" ] || continue
     echo "RankNAS rankers:"
