@@ -15,16 +15,21 @@
 # Run alone: never beside another benchmark on a 2-core machine.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-build=${1:-$here/..}
-threads=${2:-2}
-shift $(($# < 2 ? $# : 2))
+# the positional arguments end at the first --option
+build=$here/..
+threads=2
+case ${1:-} in --*|'') ;; *) build=$1; shift ;; esac
+case ${1:-} in --*|'') ;; *) threads=$1; shift ;; esac
 steps=$(sed -n 's/^steps *= *//p' "$here/../etc/fashion-vit.ini")
 seeds=1
 extra=""
 while [ $# -gt 0 ]; do
     case $1 in
     --all-train) steps=2344; extra="--set task.valid_size=0 --set train.steps=2344 --set train.warmup_steps=234" ;;
-    --seeds) seeds=$2; shift ;;
+    --seeds)
+        seeds=${2:-}
+        case $seeds in '' | *[!0-9]* | 0) echo "fashion_vit.sh: --seeds takes a count >= 1" >&2; exit 2 ;; esac
+        shift ;;
     --set) break ;;
     *) echo "fashion_vit.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -52,7 +57,8 @@ for op in softmax cosformer; do
             "$(echo "scale=1; $steps / 5 / $rate" | bc) s per epoch; run $((t1 - t0)) s"
     done
     awk -v op="$op" '{s += $1; q += $1 * $1; n++}
-        END {m = s / n; sd = n > 1 ? sqrt((q - n * m * m) / (n - 1)) : 0;
+        END {m = s / n; var = n > 1 ? (q - n * m * m) / (n - 1) : 0;
+             sd = var > 0 ? sqrt(var) : 0;
              printf "%s: test accuracy mean %.2f %% (sd %.2f over %d seeds)\n", op, 100 * m, 100 * sd, n}' \
         "$out/$op.acc"
 done

@@ -16,16 +16,23 @@
 # Run alone: never beside another benchmark on a 2-core machine.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-build=${1:-$here/..}
-out=${2:-mformer-bench}
-ini=${3:-$here/../etc/quickstart.ini}
-shift $(($# < 3 ? $# : 3))
+# the positional arguments end at the first --set
+build=$here/..
+out=mformer-bench
+ini=$here/../etc/quickstart.ini
+[ $# -gt 0 ] && [ "$1" != --set ] && { build=$1; shift; }
+[ $# -gt 0 ] && [ "$1" != --set ] && { out=$1; shift; }
+[ $# -gt 0 ] && [ "$1" != --set ] && { ini=$1; shift; }
 mkdir -p "$out"
 rm -rf "$out/run"
 # every log line with the seconds since the start, for the phase times
 t0=$(date +%s.%N)
-{ "$build/etnas" run "$ini" --set experiment.output="$out/run" --set final.compare_attention=true \
-    "$@" 2>&1 >"$out/table.txt"; echo "exit $?"; } |
+{
+    rc=0
+    "$build/etnas" run "$ini" --set experiment.output="$out/run" --set final.compare_attention=true \
+        "$@" 2>&1 >"$out/table.txt" || rc=$?
+    echo "exit $rc"
+} |
     while IFS= read -r line; do
         printf '%.1f %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$line"
     done >"$out/log.txt"
@@ -60,4 +67,4 @@ sed -n 's/^[0-9.]* etnas: info: \(latency_mlp: predicted latency on .*\)$/\1\n/p
 sed -n '/^## Predicted against measured/,/^Over /p' "$out/run/report.md"
 echo
 sed -n '/^## The found model against one operator throughout/,/^\(## [^T]\|!\[\)/p' "$out/run/report.md" |
-    grep -v '^\(## [^T]\|!\[\)'
+    grep -v '^\(## [^T]\|!\[\)' || true

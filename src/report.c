@@ -200,8 +200,9 @@ static void write_ranking(FILE *f, const gather *g)
 }
 
 /* The operator names of one stack's layers in an arch text
- * ("enc(E=64,L=2)[...,attn=softmax,...][...,attn=cosformer(...),...]"),
- * as "softmax cosformer", into out. */
+ * ("enc(E=64,L=2)[...,attn=softmax,block=standard,...][...,attn=cosformer(...),...]"),
+ * as "softmax cosformer", into out; "-" for a layer whose block runs no
+ * attention (ffn-only, identity, conv). */
 static void stack_ops(const char *arch, const char *stack, char *out, size_t n)
 {
     out[0] = 0;
@@ -218,7 +219,12 @@ static void stack_ops(const char *arch, const char *stack, char *out, size_t n)
         if (a[-1] != ',' && a[-1] != '[')
             continue; /* xattn= */
         size_t w = strcspn(a + 5, "(,]");
-        int k = snprintf(out + used, n - used, "%s%.*s", used ? " " : "", (int)w, a + 5);
+        const char *block = strstr(a, ",block="), *close = strchr(a, ']');
+        if (block && (!close || block < close) && strncmp(block + 7, "standard", 8) &&
+            strncmp(block + 7, "attention-only", 14))
+            w = 0; /* no attention in this layer */
+        int k = snprintf(out + used, n - used, "%s%.*s", used ? " " : "", w ? (int)w : 1,
+                         w ? a + 5 : "-");
         if (k < 0 || (size_t)k >= n - used)
             return;
         used += (size_t)k;

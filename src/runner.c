@@ -1122,6 +1122,9 @@ static int host_train_custom(void *ctx, const et_arch *arch, int32_t stack, cons
     if (steps < 1 || (split != ET_SPLIT_VALID && split != ET_SPLIT_TEST))
         return et_fail(err, ET_STATUS_ERR_USAGE,
                        "train_custom: needs steps >= 1 and the valid or test split");
+    if (split == ET_SPLIT_VALID && r->no_valid) /* before any training */
+        return et_fail(err, ET_STATUS_ERR_USAGE, "train_custom: the task has no validation "
+                                                 "examples to score custom operators on");
     custom_arch *c;
     int rc = custom_open(r, arch, stack, ops, "train_custom", &c, err);
     if (rc)
@@ -1636,46 +1639,57 @@ static int finalize(runner *r, strategy *s, const char *label, int32_t rank, con
     return et_store_final_put(r->store, &key, rank, err);
 }
 
-/* The choice of `ops` whose operator (the text before any "(") is `name`,
- * or -1. */
-static int32_t choice_named(const et_text_choices *ops, const char *name, size_t len)
+/* The choice of stack `ops` for operator text `text`: the same text, else
+ * the one choice with the same operator name (the text before any "(", so
+ * cosformer(max_positions=32) stands for cosformer), else -1. */
+static int32_t matching_choice(const et_text_choices *ops, const char *text)
 {
-    for (int32_t c = 0; c < ops->n; c++)
-        if (!strncmp(ops->v[c], name, len) && (ops->v[c][len] == 0 || ops->v[c][len] == '('))
+    size_t len = strcspn(text, "(");
+    int32_t at = -1, named = 0;
+    for (int32_t c = 0; c < ops->n; c++) {
+        if (!strcmp(ops->v[c], text))
             return c;
-    return -1;
+        if (!strncmp(ops->v[c], text, len) && strcspn(ops->v[c], "(") == len)
+            at = c, named++;
+    }
+    return named == 1 ? at : -1;
 }
 
 /* The mFormer question: the winner against the same arch with one
  * attention operator throughout, trained and scored the same way, for each
  * operator of the space's self-attention choices: every encoder and decoder
- * layer gets that operator's choice where its stack offers it (a stack
- * without it keeps the winner's choices); cross-attention stays as found.
- * Labelled "STRATEGY all-OPERATOR". */
+ * layer that runs attention (standard and attention-only blocks) gets the
+ * matching choice of its stack (matching_choice; a stack without one keeps
+ * the winner's); cross-attention stays as found. Labelled "STRATEGY
+ * all-OPERATOR" with the choice's text; an arch already trained (the winner
+ * itself, or one reached from both stacks' lists) is not trained again. */
 static int compare_attention(runner *r, strategy *s, const et_arch *winner, char **err)
 {
     const et_stack_space *st[2] = {&r->x->space.enc, &r->x->space.dec};
-    et_stack_arch *sa[2];
+    uint64_t done[2 * ET_MAX_CHOICES + 1];
+    int n_done = 0;
+    done[n_done++] = et_arch_hash(&r->x->space, winner);
     for (int k = 0; k < 2; k++)
         for (int32_t c = 0; c < st[k]->attention.n; c++) {
-            const char *name = st[k]->attention.v[c];
-            size_t len = strcspn(name, "(");
-            /* each operator once: at its first appearance */
-            if (choice_named(&st[k]->attention, name, len) < c ||
-                (k == 1 && choice_named(&st[0]->attention, name, len) >= 0))
-                continue;
+            const char *text = st[k]->attention.v[c];
             et_arch a = *winner;
-            sa[0] = &a.enc;
-            sa[1] = &a.dec;
+            et_stack_arch *sa[2] = {&a.enc, &a.dec};
             for (int j = 0; j < 2; j++) {
-                int32_t at = st[j]->present ? choice_named(&st[j]->attention, name, len) : -1;
+                int32_t at = st[j]->present ? matching_choice(&st[j]->attention, text) : -1;
                 for (int32_t l = 0; at >= 0 && l < ET_MAX_LAYERS; l++)
-                    sa[j]->layer[l].attention = at;
+                    if (sa[j]->layer[l].block == ET_BLOCK_STANDARD ||
+                        sa[j]->layer[l].block == ET_BLOCK_ATTENTION_ONLY)
+                        sa[j]->layer[l].attention = at;
             }
-            if (et_arch_hash(&r->x->space, &a) == et_arch_hash(&r->x->space, winner))
+            uint64_t h = et_arch_hash(&r->x->space, &a);
+            int seen = 0;
+            for (int i = 0; i < n_done && !seen; i++)
+                seen = done[i] == h;
+            if (seen)
                 continue;
+            done[n_done++] = h;
             char label[ET_MAX_CHOICE_TEXT + 300];
-            snprintf(label, sizeof label, "%s all-%.*s", s->sp->sec->name, (int)len, name);
+            snprintf(label, sizeof label, "%s all-%s", s->sp->sec->name, text);
             int rc = finalize(r, s, label, 0, &a, err);
             if (rc)
                 return rc;

@@ -105,7 +105,7 @@ for delay in 0.3 0.4 0.5 0.6 0.7 0.8; do
     sleep $delay
     kill -9 $pid 2>/dev/null && killed=$((killed + 1))
     wait $pid 2>/dev/null
-    [ -f "$tmp/k/store.sqlite" ] || killed=0
+    has_run "$tmp/k/store.sqlite" || killed=0
 done
 "$etnas" run "$tmp/k.ini" --resume >"$tmp/k.out" 2>"$tmp/k.err"
 rc=$?

@@ -172,7 +172,7 @@ for delay in 0.3 0.6 0.9 1.3; do
     sleep $delay
     kill -9 $pid 2>/dev/null && killed=$((killed + 1))
     wait $pid 2>/dev/null
-    [ -f "$tmp/k/store.sqlite" ] || killed=0
+    has_run "$tmp/k/store.sqlite" || killed=0
 done
 "$etnas" run "$tmp/k.ini" --resume >/dev/null 2>"$tmp/k.err"
 rc=$?

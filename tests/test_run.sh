@@ -163,7 +163,7 @@ for delay in 0.2 0.5 0.9 1.4; do
     sleep $delay
     kill -9 $pid 2>/dev/null && killed=$((killed + 1))
     wait $pid 2>/dev/null
-    [ -f "$tmp/k/store.sqlite" ] || killed=0
+    has_run "$tmp/k/store.sqlite" || killed=0
 done
 "$etnas" run "$tmp/k.ini" --resume >/dev/null 2>"$tmp/k.err"
 rc=$?

@@ -151,11 +151,13 @@ static int save_samples(latency_mlp *l, const sample *s, int64_t n, char **err)
     return l->host->blob_put(l->host->ctx, key, s, sizeof *s * (size_t)n, err);
 }
 
-/* A stack's mean attention choice over its layers, in [0, 1]. */
+/* A stack's mean attention choice over its layers, in [0, 1]; 0 when the
+ * space it is read against offers one operator (as a custom-operator
+ * space seen while costing a graph arch may). */
 static float attention_mean(const et_stack_space *ss, const et_stack_arch *sa)
 {
     double sum = 0;
-    for (int32_t i = 0; i < sa->layers; i++)
+    for (int32_t i = 0; i < sa->layers && ss->attention.n > 1; i++)
         sum += (double)sa->layer[i].attention / (double)(ss->attention.n - 1);
     return sa->layers > 0 ? (float)(sum / sa->layers) : 0.0f;
 }
