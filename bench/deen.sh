@@ -14,7 +14,8 @@
 # (decoder self-attention of the kernel operators with fixed max_positions /
 # causal state; cross-attention stays softmax). Prints test BLEU (greedy
 # decoding), the share of test hypotheses with one token 4+ times in a row
-# ("repeater" output), the last training loss and the wall time of each.
+# ("repeater" output), the last training loss, the training rate and the
+# wall time of each.
 #   bench/deen.sh [BUILDDIR] [STEPS] [THREADS] [SETUP ...]
 # Without SETUPs it runs the first three. Run alone: never beside another
 # benchmark on a 2-core machine.
@@ -81,8 +82,10 @@ INI
     t1=$(date +%s)
     row=$(grep "^| random\|^| fixed" "$out/$1.out" | head -n 1)
     loss=$(sed -n 's/.*supernet: step [0-9]*\/[0-9]*, loss \([0-9.]*\).*/\1/p' "$out/$1.err" | tail -n 1)
+    rate=$(sed -n 's/.*supernet: step [0-9]*\/[0-9]*, loss [0-9.]*, \([0-9.]*\) steps\/s.*/\1/p' \
+        "$out/$1.err" | tail -n 1)
     test=$(sed -n 's/.* test final: \(bleu [0-9.]*\), loss [0-9.]*, \([0-9.]* %\) of hyp.*/test \1, repeaters \2/p' "$out/$1.err" | tail -n 1)
-    echo "$1: $test; $row train-loss $loss, wall $((t1 - t0)) s"
+    echo "$1: $test; $row train-loss $loss, $rate updates/s, wall $((t1 - t0)) s"
 }
 echo "steps $steps, threads $threads"
 [ $# -gt 0 ] || set -- softmax cosformer-encoder cosformer-everywhere
