@@ -45,6 +45,9 @@ const et_option_decl et_train_options[] = {
     {"init", ET_OPTION_TYPE_CHOICE, "normal", 0, -1, "normal|xavier",
      "parameter initialisation: N(0, 0.02^2) cut at 2 std everywhere (BERT, ViT), or "
      "Xavier-uniform matrices and N(0, 1/E) token tables (fairseq's Transformer)"},
+    {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
+     "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
+     "(0.02 as timm's ViT; 1 as torch.randn in many PyTorch ViTs)"},
     {"sampling", ET_OPTION_TYPE_CHOICE, "uniform", 0, -1, "uniform|sandwich", "supernet subnet sampling per update"},
     {"eval_batch_size", ET_OPTION_TYPE_INT, "128", 1, 1 << 20, NULL, "examples per evaluation batch"},
     {"beam", ET_OPTION_TYPE_INT, "1", 1, 64, NULL, "token tasks scored by decoding: beam size (1 = greedy)"},

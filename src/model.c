@@ -412,12 +412,15 @@ void et_model_init(et_model *m, uint64_t seed)
             for (int64_t i = 0; i < n; i++)
                 p[i] = (float)(sd * et_rng_normal(&r));
         } else {
+            double sd = 0.02;
+            if ((!strcmp(kind, "pos") || !strcmp(kind, "cls")) && m->cfg.pos_init_std > 0)
+                sd = m->cfg.pos_init_std;
             for (int64_t i = 0; i < n; i++) {
                 double z;
                 do
                     z = et_rng_normal(&r);
                 while (fabs(z) > 2.0);
-                p[i] = (float)(0.02 * z);
+                p[i] = (float)(sd * z);
             }
         }
     }

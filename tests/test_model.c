@@ -288,3 +288,43 @@ Test(model, bind_refuses_bad_input)
     free(err);
     et_model_destroy(m);
 }
+
+/* pos_init_std draws the learned positions and the class token from
+ * N(0, std^2) cut at 2 std; everything else keeps N(0, 0.02^2); 0 means 0.02. */
+Test(model, pos_init_std_scales_positions_and_class_token)
+{
+    et_space s = tu_space(SPACE("pre"));
+    for (int with = 0; with < 2; with++) {
+        static et_host host;
+        et_host_init(&host, 5, 1, &s);
+        et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
+                               .enc_attention = ref_impl, .pos_init_std = with ? 1.0f : 0.0f};
+        et_model *m;
+        char *err = NULL;
+        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
+        et_model_init(m, 5);
+        int32_t nt, seen = 0;
+        const et_tensor *ts = et_model_tensors(m, &nt);
+        const float *p = et_model_params(m, NULL);
+        for (int32_t t = 0; t < nt; t++) {
+            const et_tensor *x = &ts[t];
+            int64_t n = (int64_t)x->rows * x->cols;
+            double maxabs = 0, ms = 0;
+            for (int64_t i = 0; i < n; i++) {
+                maxabs = fmax(maxabs, fabs(p[x->offset + i]));
+                ms += (double)p[x->offset + i] * p[x->offset + i] / (double)n;
+            }
+            const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
+            if (!strcmp(kind, "gamma")) /* ones */
+                continue;
+            int pos = !strcmp(x->name, "pos") || !strcmp(x->name, "cls");
+            seen += pos;
+            double sd = pos && with ? 1.0 : 0.02;
+            cr_expect_leq(maxabs, 2 * sd + 1e-6, "%s: max %g", x->name, maxabs);
+            if (pos) /* a normal cut at 2 std keeps 0.774 of the variance */
+                cr_expect(ms > 0.3 * sd * sd && ms < 1.5 * sd * sd, "%s: mean square %g", x->name, ms);
+        }
+        cr_expect_eq(seen, 2, "pos and cls tensors");
+        et_model_destroy(m);
+    }
+}
