@@ -6,12 +6,13 @@
 # cosFormer in every layer. Prints test accuracy, the training rate and the
 # wall time per epoch of training (updates / 5 / rate) of each run, and the
 # mean and sample standard deviation of test accuracy over the seeds.
-#   bench/fashion_vit.sh [BUILDDIR] [THREADS] [--all-train] [--seeds N]
+#   bench/fashion_vit.sh [BUILDDIR] [THREADS] [--all-train] [--seeds N] [--only OP]
 #                        [--set SECTION.KEY=VALUE ...]
 # --all-train trains on all 60,000 training images (valid_size = 0, 2,344
 # updates = 5 epochs), as a reference recipe without a validation split
 # does; by default 5,000 are held out for validation (2,149 updates).
-# --seeds N runs seeds 1..N of each operator (default 1).
+# --seeds N runs seeds 1..N of each operator (default 1); --only OP runs one
+# operator instead of softmax and cosformer.
 # Run alone: never beside another benchmark on a 2-core machine.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +23,7 @@ case ${1:-} in --*|'') ;; *) build=$1; shift ;; esac
 case ${1:-} in --*|'') ;; *) threads=$1; shift ;; esac
 steps=$(sed -n 's/^steps *= *//p' "$here/../etc/fashion-vit.ini")
 seeds=1
+ops="softmax cosformer"
 extra=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
         seeds=${2:-}
         case $seeds in '' | *[!0-9]* | 0) echo "fashion_vit.sh: --seeds takes a count >= 1" >&2; exit 2 ;; esac
         shift ;;
+    --only) ops=${2:-}; [ -n "$ops" ] || { echo "fashion_vit.sh: --only takes an operator" >&2; exit 2; }; shift ;;
     --set) break ;;
     *) echo "fashion_vit.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -38,7 +41,7 @@ done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "threads $threads, $steps updates = 5 epochs, seeds 1..$seeds${extra:+, all 60,000 training images}${*:+, $*}"
-for op in softmax cosformer; do
+for op in $ops; do
     : >"$out/$op.acc"
     for seed in $(seq 1 "$seeds"); do
         t0=$(date +%s)
