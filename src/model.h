@@ -47,7 +47,7 @@ typedef struct et_model_config {
     const et_attn_impl *dec_attention, *cross_attention;
     float activation_dropout; /* dropout on the FFN's hidden activations */
     int32_t init;             /* et_init: how et_model_init draws the parameters */
-    float pos_init_std;       /* learned positions and class token: std at init, cut at 2 std
+    double pos_init_std;      /* learned positions and class token: std at init, cut at 2 std
                                  (0: 0.02, as every other normal draw) */
 } et_model_config;
 

@@ -298,7 +298,7 @@ Test(model, pos_init_std_scales_positions_and_class_token)
         static et_host host;
         et_host_init(&host, 5, 1, &s);
         et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
-                               .enc_attention = ref_impl, .pos_init_std = with ? 1.0f : 0.0f};
+                               .enc_attention = ref_impl, .pos_init_std = with ? 1.0 : 0.0};
         et_model *m;
         char *err = NULL;
         cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
