@@ -53,7 +53,7 @@ INI
 # results.csv holds no wall times: interrupted or not, it must be the same
 results() { cat "$1/results.csv"; }
 
-echo "1..13"
+echo "1..14"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -129,6 +129,35 @@ if grep -q "^- random: -\{0,1\}[0-9.]* over 3 archs" "$tmp/rank/report.md"; then
     ok "rank_check reports Kendall tau of search scores against standalone training"
 else
     not_ok "rank_check" "$(tail -n 5 "$tmp/rank.out")" "$(cat "$tmp/rank/report.md")"
+fi
+# layers without attention (ffn-only) keep the winner's attention gene in the
+# baselines and show "-" in the report; seed 5 gives a winner with one
+# standard and one ffn-only layer (the test says so if it no longer does)
+sed 's/^encoder_layers = 1..2$/encoder_layers = 2\nencoder_block = standard, ffn-only/' "$tmp/cmp.ini" >"$tmp/blk.ini"
+"$etnas" run "$tmp/blk.ini" --set experiment.output="$tmp/blk" --set experiment.seed=5 \
+    --set train.steps=30 --set final.steps=20 --set final.compare_attention=true >"$tmp/blk.out" 2>&1
+# every "S all-OP" row against S's winner, layer by layer: "bad" for an
+# attention gene that should not have changed or should have, "mixed" when a
+# baseline has both kinds of layer
+verdict=$(awk -F'"' 'NR > 1 {
+        split($1, f, ","); n = split($2, lay, "]"); name = f[1]
+        if (name !~ / all-/) { for (i = 1; i < n; i++) found[name, i] = lay[i]; next }
+        s = name; sub(/ all-.*/, "", s); op = name; sub(/.* all-/, "", op)
+        std = 0; ffn = 0
+        for (i = 1; i < n; i++) {
+            a = lay[i]; sub(/.*attn=/, "", a); sub(/,.*/, "", a)
+            w = found[s, i]; sub(/.*attn=/, "", w); sub(/,.*/, "", w)
+            if (lay[i] ~ /block=ffn-only/) { ffn = 1; if (a != w) print "bad" }
+            else { std = 1; if (a != op) print "bad" }
+        }
+        if (std && ffn) print "mixed"
+    }' "$tmp/blk/results.csv" | sort -u | tr '\n' ' ')
+if [ "$verdict" = "mixed " ] && grep -q "^| found | [0-9.]* | .* | \(- [a-z_]*\|[a-z_]* -\) | - |$" "$tmp/blk/report.md" &&
+    grep -q "^| all-[a-z_]* | [0-9.]* | .* | \(- [a-z_]*\|[a-z_]* -\) | - |$" "$tmp/blk/report.md"; then
+    ok "compare_attention leaves the attention gene of layers without attention as found; the report shows - for them"
+else
+    not_ok "compare_attention and ffn-only layers (verdict: ${verdict:-no mixed baseline at this seed})" \
+        "$(cat "$tmp/blk/results.csv")" "$(grep "^| found\|^| all-" "$tmp/blk/report.md")"
 fi
 rm -f "$tmp/plugins/fake_attn.so"
 
