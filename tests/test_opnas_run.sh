@@ -58,7 +58,7 @@ INI
 result() { grep "opnas #\|opnas UCB\|opnas final\|opnas generation\|opnas rejected" "$1" |
     sed 's/^.*opnas/opnas/'; }
 
-echo "1..6"
+echo "1..7"
 ini a 3 3 20 >"$tmp/a.ini"
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -130,5 +130,18 @@ if [ $rc -eq 0 ] && grep -q "^opnas,1," "$tmp/s/results.csv" && grep -q "^random
     ok "opnas and random search side by side in one run and one report"
 else
     not_ok "side by side" "exit $rc" "$(tail -n 4 "$tmp/s.err")" "$(cat "$tmp/s/results.csv" 2>/dev/null)"
+fi
+# a task without validation examples: a one-arch space passes the runner,
+# but OP-NAS scores its graphs on the valid split, which train_custom refuses
+# in one line before any training
+ini nv 3 1 20 | sed '/^encoder_block/d; /^encoder_conv_kernel/d' >"$tmp/nv.ini"
+"$etnas" run "$tmp/nv.ini" --set task.valid=0 >/dev/null 2>"$tmp/nv.err"
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c '^etnas run:' "$tmp/nv.err")" -eq 1 ] &&
+    tail -n 1 "$tmp/nv.err" | grep -q "train_custom: the task has no validation examples" &&
+    ! grep -q "opnas #" "$tmp/nv.err"; then
+    ok "OP-NAS on a task without validation examples is refused in one line, exit 2, nothing trained"
+else
+    not_ok "opnas without valid" "exit $rc" "$(tail -n 3 "$tmp/nv.err")"
 fi
 [ $fails -eq 0 ]
