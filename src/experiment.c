@@ -32,8 +32,19 @@ const et_option_decl et_train_options[] = {
     {"lr", ET_OPTION_TYPE_FLOAT, "1e-3", 0, 10, NULL, "peak learning rate"},
     {"min_lr", ET_OPTION_TYPE_FLOAT, "0", 0, 10, NULL, "final learning rate of the cosine schedule"},
     {"warmup_steps", ET_OPTION_TYPE_INT, "100", 0, 1e12, NULL, "linear warm-up updates"},
-    {"schedule", ET_OPTION_TYPE_CHOICE, "cosine", 0, -1, "cosine|inverse_sqrt|constant", "learning-rate schedule after warm-up"},
+    {"schedule", ET_OPTION_TYPE_CHOICE, "cosine", 0, -1, "cosine|inverse_sqrt|constant|onecycle",
+     "learning-rate schedule after warm-up; onecycle: cosine from lr / onecycle_div up to lr over "
+     "the warm-up, then cosine down to lr / onecycle_div / onecycle_final_div, with beta1 moving "
+     "from adam_beta1 to onecycle_beta1 at the peak and back (torch's OneCycleLR)"},
+    {"onecycle_div", ET_OPTION_TYPE_FLOAT, "25", 1, 1e12, NULL, "onecycle: first lr = lr / this"},
+    {"onecycle_final_div", ET_OPTION_TYPE_FLOAT, "1e4", 1, 1e12, NULL,
+     "onecycle: last lr = first lr / this"},
+    {"onecycle_beta1", ET_OPTION_TYPE_FLOAT, "0.85", 0, 1, NULL,
+     "onecycle: AdamW beta1 at the peak learning rate (adam_beta1 at both ends)"},
     {"weight_decay", ET_OPTION_TYPE_FLOAT, "0.01", 0, 10, NULL, "AdamW decoupled weight decay (not on norms/biases)"},
+    {"weight_decay_all", ET_OPTION_TYPE_BOOL, "false", 1, 0, NULL,
+     "weight decay on every parameter (biases, norms, positions, class token too), as torch's "
+     "AdamW given model.parameters()"},
     {"adam_beta1", ET_OPTION_TYPE_FLOAT, "0.9", 0, 1, NULL, "AdamW beta1"},
     {"adam_beta2", ET_OPTION_TYPE_FLOAT, "0.98", 0, 1, NULL, "AdamW beta2"},
     {"adam_eps", ET_OPTION_TYPE_FLOAT, "1e-8", 0, 1, NULL, "AdamW epsilon"},

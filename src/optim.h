@@ -10,7 +10,11 @@
 typedef enum et_schedule {
     ET_SCHEDULE_COSINE = 0,       /* linear warm-up, then cosine to min_lr */
     ET_SCHEDULE_INVERSE_SQRT = 1, /* linear warm-up, then lr * sqrt(warmup / step) */
-    ET_SCHEDULE_CONSTANT = 2      /* linear warm-up, then lr */
+    ET_SCHEDULE_CONSTANT = 2,     /* linear warm-up, then lr */
+    ET_SCHEDULE_ONECYCLE = 3      /* one cycle (Smith): cosine from lr / div up to lr
+                                   * over the warm-up, cosine down to lr / div /
+                                   * final_div; beta1 falls to beta1_min at the peak
+                                   * and rises back (torch's OneCycleLR) */
 } et_schedule;
 
 typedef struct et_optim_config {
@@ -19,6 +23,8 @@ typedef struct et_optim_config {
     int32_t schedule; /* et_schedule */
     double beta1, beta2, eps, weight_decay;
     double clip_norm; /* 0 = no clipping */
+    double div, final_div, beta1_min; /* ET_SCHEDULE_ONECYCLE only */
+    int32_t decay_all; /* weight decay on every tensor, not only those with decay = 1 */
 } et_optim_config;
 
 typedef struct et_optim {
@@ -34,6 +40,10 @@ void et_optim_destroy(et_optim *o);
 
 /* Learning rate of update `step` (0-based). */
 double et_optim_lr(const et_optim_config *cfg, int64_t step);
+
+/* AdamW beta1 of update `step`: cfg->beta1, except under the one-cycle
+ * schedule, which moves it opposite to the learning rate. */
+double et_optim_beta1(const et_optim_config *cfg, int64_t step);
 
 /* Global L2 norm of the gradients of the bound slices. */
 double et_optim_grad_norm(et_model *m);

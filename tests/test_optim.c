@@ -29,6 +29,36 @@ Test(optim, schedules)
     cr_assert_float_eq(et_optim_lr(&c, 1000), 1.0, 1e-12);
 }
 
+/* one cycle: the values torch's OneCycleLR gives for max_lr 1, 110 steps,
+ * pct_start 10/110 (checked against torch 1.13), learning rate and beta1 */
+Test(optim, onecycle_as_torch)
+{
+    et_optim_config c = {.lr = 1.0, .warmup_steps = 10, .total_steps = 110,
+                         .schedule = ET_SCHEDULE_ONECYCLE, .div = 25, .final_div = 1e4,
+                         .beta1 = 0.95, .beta1_min = 0.85};
+    const struct {
+        int64_t step;
+        double lr, beta1;
+    } want[] = {{0, 0.04, 0.95},           {3, 0.28, 0.925},       {9, 1.0, 0.85},
+                {10, 0.999753281, 0.850024672}, {59, 0.500002, 0.9}, {109, 4e-6, 0.95},
+                {500, 4e-6, 0.95}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        cr_assert_float_eq(et_optim_lr(&c, want[i].step), want[i].lr, 1e-9, "lr at %lld",
+                           (long long)want[i].step);
+        cr_assert_float_eq(et_optim_beta1(&c, want[i].step), want[i].beta1, 1e-9,
+                           "beta1 at %lld", (long long)want[i].step);
+    }
+    /* the other schedules keep beta1 */
+    c.schedule = ET_SCHEDULE_COSINE;
+    cr_assert_eq(et_optim_beta1(&c, 9), 0.95);
+    /* no warm-up: the cycle starts at the peak */
+    c.schedule = ET_SCHEDULE_ONECYCLE;
+    c.warmup_steps = 0;
+    cr_assert_float_eq(et_optim_lr(&c, 0), 1.0, 1e-12);
+    cr_assert_float_eq(et_optim_beta1(&c, 0), 0.85, 1e-12);
+    cr_assert_float_eq(et_optim_lr(&c, 109), 4e-6, 1e-12);
+}
+
 static const et_attn_impl ref_impl[1] = {{&attn_ref_vtable, NULL}};
 
 static const char *const space_text =
@@ -87,6 +117,23 @@ Test(optim, adamw_step_by_hand_and_slices_only)
             }
     cr_assert_gt(inside, 100);
     cr_assert_gt(outside, 100);
+    et_optim_destroy(&o);
+    /* weight_decay_all: every bound tensor decays, biases and norms too */
+    memcpy(before, p, sizeof(float) * (size_t)n);
+    c.decay_all = 1;
+    cr_assert_eq(et_optim_create(&o, &c, n, &err), 0);
+    et_optim_step(&o, m);
+    int undecayed = 0;
+    for (int32_t i = 0; i < nt; i++) {
+        undecayed += !t[i].decay && t[i].bound_rows > 0;
+        for (int32_t r = 0; r < t[i].bound_rows; r++)
+            for (int32_t k = 0; k < t[i].bound_cols; k++) {
+                int64_t j = t[i].offset + (int64_t)r * t[i].cols + k;
+                cr_assert_float_eq(p[j], before[j] - 0.01 * 0.1 * before[j] - 0.01, 1e-6, "%s",
+                                   t[i].name);
+            }
+    }
+    cr_assert_gt(undecayed, 2, "the model has biases and norms");
     et_optim_destroy(&o);
     free(before);
     et_model_destroy(m);
