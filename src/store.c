@@ -967,13 +967,17 @@ static int row_eval(et_store *st, sqlite3_stmt *s, int c, int64_t run, sqlite3_s
     return load_figures(st, figs, id, val, err);
 }
 
-int et_store_eval_each(et_store *st, int64_t run, et_store_eval_fn fn, void *ctx, char **err)
+/* Every row of `sql` (bound to run), its eval row at columns [c, c + 9),
+ * handed to emit(ctx, s, key, val) until it returns non-zero; `what` names
+ * the rows in a read error. */
+typedef int (*eval_row_fn)(void *ctx, sqlite3_stmt *s, const et_store_eval_key *key,
+                           const et_store_eval *val);
+
+static int eval_rows(et_store *st, int64_t run, const char *sql, int c, const char *what,
+                     eval_row_fn emit, void *ctx, char **err)
 {
     sqlite3_stmt *s = NULL, *figs = NULL;
-    int rc = prep(st,
-                  "SELECT id, seq, strategy, split, conditions, arch_hash, arch_text, stage, wall "
-                  "FROM eval WHERE run_id = ? ORDER BY seq",
-                  &s, err);
+    int rc = prep(st, sql, &s, err);
     if (!rc)
         rc = prep(st, figures_sql, &figs, err);
     if (!rc)
@@ -982,15 +986,37 @@ int et_store_eval_each(et_store *st, int64_t run, et_store_eval_fn fn, void *ctx
     while (!rc && (step = sqlite3_step(s)) == SQLITE_ROW) {
         et_store_eval_key key;
         et_store_eval val;
-        rc = row_eval(st, s, 0, run, figs, &key, &val, err);
+        rc = row_eval(st, s, c, run, figs, &key, &val, err);
         if (!rc)
-            rc = fn(ctx, &key, &val);
+            rc = emit(ctx, s, &key, &val);
     }
     if (!rc && step != SQLITE_DONE)
-        rc = db_error(st, err, "cannot read the evaluations");
+        rc = db_error(st, err, what);
     sqlite3_finalize(s);
     sqlite3_finalize(figs);
     return rc;
+}
+
+typedef struct each_eval {
+    et_store_eval_fn fn;
+    void *ctx;
+} each_eval;
+
+static int emit_eval(void *ctx, sqlite3_stmt *s, const et_store_eval_key *key,
+                     const et_store_eval *val)
+{
+    each_eval *e = ctx;
+    (void)s;
+    return e->fn(e->ctx, key, val);
+}
+
+int et_store_eval_each(et_store *st, int64_t run, et_store_eval_fn fn, void *ctx, char **err)
+{
+    each_eval e = {fn, ctx};
+    return eval_rows(st, run,
+                     "SELECT id, seq, strategy, split, conditions, arch_hash, arch_text, stage, "
+                     "wall FROM eval WHERE run_id = ? ORDER BY seq",
+                     0, "cannot read the evaluations", emit_eval, &e, err);
 }
 
 /* ---------------------------------------------------------------- checkpoints */
@@ -1112,31 +1138,26 @@ int et_store_final_put(et_store *st, const et_store_eval_key *key, int32_t rank,
     return rc;
 }
 
+typedef struct each_final {
+    et_store_final_fn fn;
+    void *ctx;
+} each_final;
+
+static int emit_final(void *ctx, sqlite3_stmt *s, const et_store_eval_key *key,
+                      const et_store_eval *val)
+{
+    each_final *e = ctx;
+    return e->fn(e->ctx, sqlite3_column_int(s, 0), key, val);
+}
+
 int et_store_final_each(et_store *st, int64_t run, et_store_final_fn fn, void *ctx, char **err)
 {
-    sqlite3_stmt *s = NULL, *figs = NULL;
-    int rc = prep(st,
-                  "SELECT f.rank, e.id, e.seq, e.strategy, e.split, e.conditions, e.arch_hash, "
-                  "e.arch_text, e.stage, e.wall FROM final f JOIN eval e ON e.id = f.eval_id "
-                  "WHERE f.run_id = ? ORDER BY f.strategy, f.rank",
-                  &s, err);
-    if (!rc)
-        rc = prep(st, figures_sql, &figs, err);
-    if (!rc)
-        sqlite3_bind_int64(s, 1, run);
-    int step = SQLITE_DONE;
-    while (!rc && (step = sqlite3_step(s)) == SQLITE_ROW) {
-        et_store_eval_key key;
-        et_store_eval val;
-        rc = row_eval(st, s, 1, run, figs, &key, &val, err);
-        if (!rc)
-            rc = fn(ctx, sqlite3_column_int(s, 0), &key, &val);
-    }
-    if (!rc && step != SQLITE_DONE)
-        rc = db_error(st, err, "cannot read the final results");
-    sqlite3_finalize(s);
-    sqlite3_finalize(figs);
-    return rc;
+    each_final e = {fn, ctx};
+    return eval_rows(st, run,
+                     "SELECT f.rank, e.id, e.seq, e.strategy, e.split, e.conditions, "
+                     "e.arch_hash, e.arch_text, e.stage, e.wall FROM final f JOIN eval e ON "
+                     "e.id = f.eval_id WHERE f.run_id = ? ORDER BY f.strategy, f.rank",
+                     1, "cannot read the final results", emit_final, &e, err);
 }
 
 /* ---------------------------------------------------------------- blobs */
