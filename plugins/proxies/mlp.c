@@ -18,6 +18,7 @@
 #include <etnas/plugin.h>
 #include <etnas/rng.h>
 
+#include "fit_input.h"
 #include "stats.h"
 
 struct mlp {
@@ -41,21 +42,17 @@ enum { MLP_FORMAT_VERSION = 1, MLP_HEADER_BYTES = 4 + 4 + 4 + 4 + 4 + 4 + 8 };
 enum { MLP_PREDICT_CHUNK = 256 };
 static const uint8_t mlp_magic[4] = {'E', 'T', 'M', 'L'};
 
-__attribute__((format(printf, 3, 4))) static int fail(char **err, int code, const char *fmt, ...)
+#define fail et_fit_fail /* the shared message builder, under this file's short name */
+
+static int check_shape(int64_t n, int64_t f, char **err)
 {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        int len = vsnprintf(NULL, 0, fmt, ap);
-        va_end(ap);
-        *err = len >= 0 ? malloc((size_t)len + 1) : NULL;
-        if (*err) {
-            va_start(ap, fmt);
-            vsnprintf(*err, (size_t)len + 1, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return code;
+    return et_fit_check_shape("mlp", n, f, 1 << 20, err);
+}
+
+static int check_finite(const float *v, int64_t count, int64_t row_len, const char *what,
+                        char **err)
+{
+    return et_fit_check_finite("mlp", v, count, row_len, what, err);
 }
 
 void mlp_config_default(mlp_config *cfg)
@@ -188,30 +185,6 @@ static void backward(const mlp *m, const float *xs, const float *dout, int64_t r
         dz = da;
         da = t;
     }
-}
-
-static int check_shape(int64_t n, int64_t f, char **err)
-{
-    if (n < 1)
-        return fail(err, ET_STATUS_ERR_USAGE, "mlp: no rows (n = %lld)", (long long)n);
-    if (f < 1 || f > (1 << 20))
-        return fail(err, ET_STATUS_ERR_USAGE, "mlp: %lld features; need 1..%d", (long long)f,
-                    1 << 20);
-    if ((uint64_t)n > SIZE_MAX / sizeof(float) / (uint64_t)f)
-        return fail(err, ET_STATUS_ERR_USAGE, "mlp: %lld x %lld features is too large",
-                    (long long)n, (long long)f);
-    return 0;
-}
-
-static int check_finite(const float *v, int64_t count, int64_t row_len, const char *what,
-                        char **err)
-{
-    for (int64_t i = 0; i < count; i++)
-        if (!isfinite(v[i]))
-            return fail(err, ET_STATUS_ERR_NUMERIC,
-                        "mlp: %s has a non-finite value at row %lld, column %lld", what,
-                        (long long)(i / row_len), (long long)(i % row_len));
-    return 0;
 }
 
 static int check_net(const mlp_config *cfg, char **err)

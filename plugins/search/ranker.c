@@ -12,6 +12,7 @@
 #include <etnas/plugin.h>
 #include <etnas/rng.h>
 
+#include "fit_input.h"
 #include "stats.h"
 
 struct ranker {
@@ -27,21 +28,17 @@ struct ranker {
 static const uint8_t ranker_magic[4] = {'E', 'T', 'R', 'K'};
 enum { RANKER_FORMAT_VERSION = 2, RANKER_HEADER_BYTES = 6 * 4 + 5 * 8 };
 
-__attribute__((format(printf, 3, 4))) static int fail(char **err, int code, const char *fmt, ...)
+#define fail et_fit_fail /* the shared message builder, under this file's short name */
+
+static int check_shape(int64_t n, int64_t f, char **err)
 {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        int len = vsnprintf(NULL, 0, fmt, ap);
-        va_end(ap);
-        *err = len >= 0 ? malloc((size_t)len + 1) : NULL;
-        if (*err) {
-            va_start(ap, fmt);
-            vsnprintf(*err, (size_t)len + 1, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return code;
+    return et_fit_check_shape("ranker", n, f, INT32_MAX, err);
+}
+
+static int check_finite(const float *v, int64_t count, int64_t row_len, const char *what,
+                        char **err)
+{
+    return et_fit_check_finite("ranker", v, count, row_len, what, err);
 }
 
 /* An XGBoost call failed: its own message says why. */
@@ -97,30 +94,6 @@ static int check_config(const ranker_config *cfg, char **err)
     if (cfg->nthread < 1)
         return fail(err, ET_STATUS_ERR_USAGE, "ranker: nthread %d must be at least 1",
                     (int)cfg->nthread);
-    return 0;
-}
-
-static int check_finite(const float *v, int64_t count, int64_t row_len, const char *what,
-                        char **err)
-{
-    for (int64_t i = 0; i < count; i++)
-        if (!isfinite(v[i]))
-            return fail(err, ET_STATUS_ERR_NUMERIC,
-                        "ranker: %s has a non-finite value at row %lld, column %lld", what,
-                        (long long)(i / row_len), (long long)(i % row_len));
-    return 0;
-}
-
-static int check_shape(int64_t n, int64_t f, char **err)
-{
-    if (n < 1)
-        return fail(err, ET_STATUS_ERR_USAGE, "ranker: no rows (n = %lld)", (long long)n);
-    if (f < 1 || f > INT32_MAX)
-        return fail(err, ET_STATUS_ERR_USAGE, "ranker: %lld features; need 1..%d",
-                    (long long)f, INT32_MAX);
-    if ((uint64_t)n > SIZE_MAX / sizeof(float) / (uint64_t)f)
-        return fail(err, ET_STATUS_ERR_USAGE, "ranker: %lld x %lld features is too large",
-                    (long long)n, (long long)f);
     return 0;
 }
 
