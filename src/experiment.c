@@ -53,9 +53,11 @@ const et_option_decl et_train_options[] = {
     {"dropout", ET_OPTION_TYPE_FLOAT, "0.1", 0, 1, NULL, "residual dropout"},
     {"activation_dropout", ET_OPTION_TYPE_FLOAT, "0", 0, 1, NULL,
      "dropout on the FFN's hidden activations (after the activation)"},
-    {"init", ET_OPTION_TYPE_CHOICE, "normal", 0, -1, "normal|xavier",
+    {"init", ET_OPTION_TYPE_CHOICE, "normal", 0, -1, "normal|xavier|torch",
      "parameter initialisation: N(0, 0.02^2) cut at 2 std everywhere (BERT, ViT), or "
-     "Xavier-uniform matrices and N(0, 1/E) token tables (fairseq's Transformer)"},
+     "Xavier-uniform matrices and N(0, 1/E) token tables (fairseq's Transformer), or PyTorch's "
+     "layer defaults (weights and biases U(+-1/sqrt(fan_in)) as nn.Linear; the attention's QKV "
+     "Xavier-uniform and its biases 0 as nn.MultiheadAttention; tables as normal)"},
     {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
      "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
      "(0.02 as timm's ViT; 1 as torch.randn in many PyTorch ViTs)"},

@@ -374,6 +374,56 @@ static int ends_with(const char *s, size_t len, const char *suffix)
     return len >= n && !strcmp(s + len - n, suffix);
 }
 
+/* The fan-in of tensor t's layer under ET_INIT_TORCH: a matrix reads its
+ * columns (a depthwise conv its taps); a bias that of the weight it goes with
+ * (the tensor of the same name with "weight" for "bias"). 0 when none. */
+static int64_t torch_fan_in(const et_model *m, const et_tensor *x)
+{
+    size_t len = strlen(x->name);
+    if (ends_with(x->name, len, "conv_dw.weight"))
+        return x->rows;
+    if (ends_with(x->name, len, ".weight"))
+        return x->cols;
+    if (!ends_with(x->name, len, ".bias"))
+        return 0;
+    size_t stem = len - 4; /* up to and with the dot */
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const char *w = m->tensors[t].name;
+        if (!strncmp(w, x->name, stem) && !strcmp(w + stem, "weight"))
+            return torch_fan_in(m, &m->tensors[t]);
+    }
+    return 0;
+}
+
+/* PyTorch's defaults (ET_INIT_TORCH) for a weight or bias tensor; 0 when
+ * tensor x is neither (tables, norms: the caller's other rules). */
+static int torch_init(const et_model *m, const et_tensor *x, float *p, et_rng *r)
+{
+    static const char *const mha_in[] = {"qkv.weight", "cq.weight", "ckv.weight"};
+    static const char *const mha_bias[] = {"qkv.bias", "proj.bias", "cq.bias", "ckv.bias",
+                                           "cproj.bias"};
+    size_t len = strlen(x->name);
+    int64_t n = (int64_t)x->rows * x->cols;
+    double a = 0;
+    for (size_t i = 0; i < sizeof mha_bias / sizeof mha_bias[0]; i++)
+        if (ends_with(x->name, len, mha_bias[i])) {
+            memset(p, 0, sizeof(float) * (size_t)n);
+            return 1;
+        }
+    for (size_t i = 0; i < sizeof mha_in / sizeof mha_in[0] && a == 0; i++)
+        if (ends_with(x->name, len, mha_in[i]))
+            a = sqrt(6.0 / ((double)x->rows + (double)x->cols));
+    if (a == 0) {
+        int64_t fan = torch_fan_in(m, x);
+        if (fan <= 0)
+            return 0;
+        a = 1.0 / sqrt((double)fan);
+    }
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(a * (2.0 * et_rng_uniform(r) - 1.0));
+    return 1;
+}
+
 void et_model_init(et_model *m, uint64_t seed)
 {
     et_rng base = et_rng_from_seed(seed);
@@ -394,6 +444,8 @@ void et_model_init(et_model *m, uint64_t seed)
                 p[tap * x->cols + c] = 1.0f;
             continue;
         }
+        if (m->cfg.init == ET_INIT_TORCH && torch_init(m, x, p, &r))
+            continue;
         if (!strcmp(kind, "gamma")) {
             for (int64_t i = 0; i < n; i++)
                 p[i] = 1.0f;

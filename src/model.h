@@ -54,7 +54,10 @@ typedef struct et_model_config {
 /* Parameter initialisation schemes (the [train] option `init`). */
 typedef enum et_init {
     ET_INIT_NORMAL = 0, /* every matrix and table N(0, 0.02^2) cut at 2 std (BERT, ViT) */
-    ET_INIT_XAVIER = 1  /* matrices Xavier-uniform, token tables N(0, 1/E) (fairseq) */
+    ET_INIT_XAVIER = 1, /* matrices Xavier-uniform, token tables N(0, 1/E) (fairseq) */
+    ET_INIT_TORCH = 2   /* PyTorch's layer defaults: weights and biases U(+-1/sqrt(fan_in))
+                         * (nn.Linear, nn.Conv2d), attention in/out as nn.MultiheadAttention
+                         * (Xavier-uniform QKV, zero biases); tables as ET_INIT_NORMAL */
 } et_init;
 
 typedef struct et_model et_model;

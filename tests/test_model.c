@@ -328,3 +328,62 @@ Test(model, pos_init_std_scales_positions_and_class_token)
         et_model_destroy(m);
     }
 }
+
+/* init = torch: each weight and bias U(-a, a) with a = 1/sqrt(fan_in) of its
+ * layer (nn.Linear; a bias takes its weight's fan-in), the attention's QKV
+ * Xavier-uniform and the attention biases 0 (nn.MultiheadAttention); norms,
+ * positions and the class token as before. Checked by bound and by mean
+ * square (a^2 / 3 for U(-a, a)). */
+Test(model, torch_init_follows_the_layer_defaults)
+{
+    et_space s = tu_space(SPACE("pre"));
+    static et_host host;
+    et_host_init(&host, 6, 1, &s);
+    et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
+                           .enc_attention = ref_impl, .init = ET_INIT_TORCH};
+    et_model *m;
+    char *err = NULL;
+    cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
+    et_model_init(m, 6);
+    int32_t nt, uniform = 0, zero = 0;
+    const et_tensor *ts = et_model_tensors(m, &nt);
+    const float *p = et_model_params(m, NULL);
+    for (int32_t t = 0; t < nt; t++) {
+        const et_tensor *x = &ts[t];
+        int64_t n = (int64_t)x->rows * x->cols;
+        double maxabs = 0, ms = 0;
+        for (int64_t i = 0; i < n; i++) {
+            maxabs = fmax(maxabs, fabs(p[x->offset + i]));
+            ms += (double)p[x->offset + i] * p[x->offset + i] / (double)n;
+        }
+        const char *name = x->name, *kind = strrchr(name, '.') ? strrchr(name, '.') + 1 : name;
+        const et_tensor *w = x; /* a bias's weight */
+        if (!strcmp(kind, "bias"))
+            for (int32_t k = 0; k < nt; k++)
+                if (!strncmp(ts[k].name, name, strlen(name) - 4) &&
+                    !strcmp(ts[k].name + strlen(name) - 4, "weight"))
+                    w = &ts[k];
+        double a = 0;
+        if (strstr(name, "qkv.bias") || strstr(name, "proj.bias")) {
+            cr_expect_eq(maxabs, 0, "%s: attention biases are 0", name);
+            zero++;
+            continue;
+        } else if (strstr(name, "qkv.weight")) {
+            a = sqrt(6.0 / (x->rows + x->cols));
+        } else if (!strcmp(kind, "weight") || !strcmp(kind, "bias")) {
+            if (!strcmp(kind, "bias"))
+                cr_assert_neq(w, x, "%s: no weight found", name);
+            a = 1.0 / sqrt(w->cols);
+        } else {
+            continue;
+        }
+        uniform++;
+        cr_expect_leq(maxabs, a + 1e-6, "%s: max %g above %g", name, maxabs, a);
+        if (n >= 24) /* enough draws for the mean square to be near a^2 / 3 */
+            cr_expect(ms > 0.5 * a * a / 3 && ms < 1.5 * a * a / 3, "%s: mean square %g, want %g",
+                      name, ms, a * a / 3);
+    }
+    cr_expect_geq(uniform, 8, "weights and biases drawn uniform: %d", uniform);
+    cr_expect_geq(zero, 2, "attention biases set to 0: %d", zero);
+    et_model_destroy(m);
+}
