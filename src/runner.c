@@ -1818,6 +1818,15 @@ int et_runner_run(et_experiment *x, int resume, char **err)
             et_log(ET_LOG_LEVEL_INFO, "report: %s/report.md, results.csv, results.json, SVG plots",
                    r.out_dir);
     }
+    if (rc && !resume && r.store && r.run_id > 0) {
+        /* a run that failed before recording anything (a refused task or
+         * search) leaves no row: --resume must find the last run with work */
+        int dropped = 0;
+        char *derr = NULL;
+        if (et_store_run_drop_empty(r.store, r.run_id, &dropped, &derr))
+            et_log(ET_LOG_LEVEL_WARN, "%s", derr ? derr : "cannot drop the empty run");
+        free(derr);
+    }
     teardown(&r);
     return rc;
 }

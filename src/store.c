@@ -542,6 +542,32 @@ int et_store_run_add(et_store *st, const et_store_run_info *info, int64_t *run_i
     return rc;
 }
 
+int et_store_run_drop_empty(et_store *st, int64_t run_id, int *dropped, char **err)
+{
+    *dropped = 0;
+    int rc = need_write(st, "drop an empty run", err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = NULL;
+    rc = prep(st,
+              "DELETE FROM run WHERE id = ?1 "
+              "AND NOT EXISTS (SELECT 1 FROM eval WHERE run_id = ?1) "
+              "AND NOT EXISTS (SELECT 1 FROM checkpoint WHERE run_id = ?1) "
+              "AND NOT EXISTS (SELECT 1 FROM final WHERE run_id = ?1) "
+              "AND NOT EXISTS (SELECT 1 FROM blob WHERE run_id = ?1) "
+              "AND NOT EXISTS (SELECT 1 FROM resume WHERE run_id = ?1)",
+              &s, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    if (sqlite3_step(s) == SQLITE_DONE)
+        *dropped = sqlite3_changes(st->db) > 0;
+    else
+        rc = db_error(st, err, "cannot drop the empty run");
+    sqlite3_finalize(s);
+    return rc;
+}
+
 /* "line N is 'a' in run R but 'b' now", for the first line that differs. */
 static void describe_difference(const char *stored, const char *now, int64_t run, char *buf,
                                 size_t n)

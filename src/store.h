@@ -72,6 +72,11 @@ typedef struct et_store_run {
 
 /* A new run (with this host's fingerprint); *run_id gets its id. */
 int et_store_run_add(et_store *st, const et_store_run_info *info, int64_t *run_id, char **err);
+/* Deletes run `run_id` when nothing was recorded in it (no evaluation,
+ * checkpoint, final result, blob or resume): a run whose set-up failed
+ * leaves no row that a later --resume would take for the latest run. Sets
+ * *dropped to 1 when it deleted the run. */
+int et_store_run_drop_empty(et_store *st, int64_t run_id, int *dropped, char **err);
 /* The latest run of info->experiment, for --resume: refused (with the first
  * differing INI line, or both seeds or thread counts) unless its INI text,
  * seed and thread count equal info's. Records the resume with this host's

@@ -166,8 +166,9 @@ write_ini "$tmp/nv" 100
 "$etnas" run "$tmp/nv.ini" --set task.valid=0 >/dev/null 2>"$tmp/nv.err"
 rc=$?
 if [ $rc -eq 2 ] && [ "$(grep -c '^etnas run:' "$tmp/nv.err")" -eq 1 ] &&
-    tail -n 1 "$tmp/nv.err" | grep -q "^etnas run: \[task\] synth has no validation examples"; then
-    ok "a search without validation examples is refused in one line, exit 2"
+    tail -n 1 "$tmp/nv.err" | grep -q "^etnas run: \[task\] synth has no validation examples" &&
+    ! has_run "$tmp/nv/store.sqlite"; then
+    ok "a search without validation examples is refused in one line, exit 2, leaving no run in the store"
 else
     not_ok "search without valid" "exit $rc" "$(cat "$tmp/nv.err")"
 fi

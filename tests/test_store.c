@@ -718,6 +718,35 @@ Test(store, resume_checks_the_experiment)
     et_store_close(st);
 }
 
+/* a run that recorded nothing is dropped, so --resume takes the last run
+ * with work; a run with an evaluation or a blob stays */
+Test(store, drop_empty_keeps_runs_with_work)
+{
+    et_store *st = open_ok(ET_STORE_MODE_WRITE);
+    char *err = NULL;
+    int dropped = -1;
+    int64_t worked = add_run(st, &info1);
+    arch_key a;
+    make_key(&a, worked, "search evolution", "", 1);
+    et_store_eval v = make_eval(1);
+    put_ok(st, &a.key, &v, 1);
+    cr_assert_eq(et_store_run_drop_empty(st, worked, &dropped, &err), 0, "%s", err);
+    cr_assert_eq(dropped, 0);
+    int64_t kept = add_run(st, &info1);
+    cr_assert_eq(et_store_blob_put(st, kept, "k", "x", 1, &err), 0, "%s", err);
+    cr_assert_eq(et_store_run_drop_empty(st, kept, &dropped, &err), 0, "%s", err);
+    cr_assert_eq(dropped, 0);
+    int64_t empty = add_run(st, &info1);
+    cr_assert_eq(et_store_run_drop_empty(st, empty, &dropped, &err), 0, "%s", err);
+    cr_assert_eq(dropped, 1);
+    cr_assert_eq(query(st, "SELECT count(*) FROM run"), 2);
+    int64_t id = 0;
+    cr_assert_eq(et_store_run_resume(st, &info1, &id, &err), 0, "%s", err);
+    cr_assert_eq(id, kept);
+    free(err);
+    et_store_close(st);
+}
+
 static const char *query_text(et_store *st, const char *sql, char *buf, size_t n)
 {
     sqlite3_stmt *s = NULL;
