@@ -19,6 +19,7 @@
 
 #include "../plugins/tasks/classify_io.h"
 #include "../plugins/tasks/classify_patch.h"
+#include "testutil.h"
 
 const et_plugin_descriptor *etnas_plugin(void);
 
@@ -60,39 +61,9 @@ static void quiet_log(void *ctx, int32_t level, const char *fmt, ...)
     (void)fmt;
 }
 
-static char *test_errorf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
-static void quiet_progress(void *ctx, const char *phase, int64_t done, int64_t total)
-{
-    (void)ctx;
-    (void)phase;
-    (void)done;
-    (void)total;
-}
-
 static et_host test_host(uint64_t seed)
 {
-    et_host h;
-    memset(&h, 0, sizeof h);
-    h.abi_version = ET_ABI_VERSION;
-    h.size = sizeof h;
-    h.seed = seed;
-    h.threads = 1;
-    h.log = quiet_log;
-    h.errorf = test_errorf;
-    h.progress = quiet_progress;
-    return h;
+    return tu_host(seed, quiet_log);
 }
 
 /* ------------------------------------------------------------ writing files */

@@ -23,6 +23,7 @@
 #include "../plugins/tasks/translate.h"
 #include "../plugins/tasks/vocab.h"
 #include "bleu.h"
+#include "testutil.h"
 
 const et_plugin_descriptor *etnas_plugin(void);
 
@@ -71,39 +72,9 @@ static void record_log(void *ctx, int32_t level, const char *fmt, ...)
     warnings += level == ET_LOG_LEVEL_WARN;
 }
 
-static char *test_errorf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
-static void quiet_progress(void *ctx, const char *phase, int64_t done, int64_t total)
-{
-    (void)ctx;
-    (void)phase;
-    (void)done;
-    (void)total;
-}
-
 static et_host test_host(uint64_t seed)
 {
-    et_host h;
-    memset(&h, 0, sizeof h);
-    h.abi_version = ET_ABI_VERSION;
-    h.size = sizeof h;
-    h.seed = seed;
-    h.threads = 1;
-    h.log = record_log;
-    h.errorf = test_errorf;
-    h.progress = quiet_progress;
-    return h;
+    return tu_host(seed, record_log);
 }
 
 static void clear_log(void)

@@ -50,4 +50,45 @@ static inline et_space tu_space(const char *body)
 }
 #endif
 
+/* A host for a plugin under test: errorf formats, progress is silent, log
+ * is the test's own. */
+#ifdef ETNAS_HOST_H
+#include <stdarg.h>
+
+static inline char *tu_errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = malloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static inline void tu_quiet_progress(void *ctx, const char *phase, int64_t done, int64_t total)
+{
+    (void)ctx;
+    (void)phase;
+    (void)done;
+    (void)total;
+}
+
+static inline et_host tu_host(uint64_t seed, void (*log)(void *, int32_t, const char *, ...))
+{
+    et_host h;
+    memset(&h, 0, sizeof h);
+    h.abi_version = ET_ABI_VERSION;
+    h.size = sizeof h;
+    h.seed = seed;
+    h.threads = 1;
+    h.log = log;
+    h.errorf = tu_errorf;
+    h.progress = tu_quiet_progress;
+    return h;
+}
+#endif
+
 #endif
