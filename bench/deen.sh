@@ -78,7 +78,8 @@ beam = 1
 retrain = false
 INI
     t0=$(date +%s)
-    "$build/etnas" run "$out/$1.ini" >"$out/$1.out" 2>"$out/$1.err"
+    "$build/etnas" run "$out/$1.ini" >"$out/$1.out" 2>"$out/$1.err" ||
+        { echo "$1: failed: $(tail -n 1 "$out/$1.err")"; return 0; }
     t1=$(date +%s)
     row=$(grep "^| random\|^| fixed" "$out/$1.out" | head -n 1)
     loss=$(sed -n 's/.*supernet: step [0-9]*\/[0-9]*, loss \([0-9.]*\).*/\1/p' "$out/$1.err" | tail -n 1)
