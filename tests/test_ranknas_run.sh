@@ -72,7 +72,7 @@ INI
 # the search's own result: its candidates, without wall times
 candidates() { grep "ranknas: candidate" "$1" | sed 's/^.*ranknas: //'; }
 
-echo "1..12"
+echo "1..13"
 write_ini a 400 50 0.95 2
 # latency_mlp as a constraint that every arch meets, and the latency it predicts measured
 printf '[proxy latency_mlp]\nsamples = 30\nwarmup = 1\nruns = 5\nhidden = 32\nlr = 1e-3\nsteps = 200\n' >>"$tmp/a.ini"
@@ -255,4 +255,19 @@ else
     not_ok "wmt14-mformer" "exit $rc" "$(tail -n 3 "$tmp/w.err")"
 fi
 
+# a stack with one operator adds no mean-attention input: the decoder on
+# softmax alone gives HAT's ten features and the encoder's mean (11 inputs)
+run_shipped wmt14-mformer.ini w1 --set task.data="$tmp/wmt" --set task.max_tokens=256 \
+    --set space.encoder_embed_dim=16,24 --set space.encoder_layers=2 \
+    --set space.encoder_ffn_dim=16,32 --set space.encoder_heads=2,4 \
+    --set space.decoder_embed_dim=16,24 --set space.decoder_layers=1..2 \
+    --set space.decoder_ffn_dim=16,32 --set space.decoder_heads=2,4 \
+    --set space.decoder_cross_heads=2,4 --set space.decoder_connect=1,2 --set space.qkv_dim=16 \
+    --set space.decoder_attention=softmax --set final.compare_attention=false --set train.beam=1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "^HAT's MLP (11 inputs," "$tmp/w1/report.md"; then
+    ok "with one decoder operator the latency predictor reads HAT's ten features and the encoder's mean attention only"
+else
+    not_ok "one decoder operator" "exit $rc" "$(tail -n 3 "$tmp/w1.err")" "$(grep "HAT's MLP" "$tmp/w1/report.md")"
+fi
 [ $fails -eq 0 ]
