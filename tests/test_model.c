@@ -289,6 +289,17 @@ Test(model, bind_refuses_bad_input)
     et_model_destroy(m);
 }
 
+/* The largest |v| and the mean square of n values. */
+static void value_stats(const float *v, int64_t n, double *maxabs, double *ms)
+{
+    *maxabs = 0;
+    *ms = 0;
+    for (int64_t i = 0; i < n; i++) {
+        *maxabs = fmax(*maxabs, fabs(v[i]));
+        *ms += (double)v[i] * v[i] / (double)n;
+    }
+}
+
 /* pos_init_std draws the learned positions and the class token from
  * N(0, std^2) cut at 2 std; everything else keeps N(0, 0.02^2); 0 means 0.02. */
 Test(model, pos_init_std_scales_positions_and_class_token)
@@ -309,11 +320,8 @@ Test(model, pos_init_std_scales_positions_and_class_token)
         for (int32_t t = 0; t < nt; t++) {
             const et_tensor *x = &ts[t];
             int64_t n = (int64_t)x->rows * x->cols;
-            double maxabs = 0, ms = 0;
-            for (int64_t i = 0; i < n; i++) {
-                maxabs = fmax(maxabs, fabs(p[x->offset + i]));
-                ms += (double)p[x->offset + i] * p[x->offset + i] / (double)n;
-            }
+            double maxabs, ms;
+            value_stats(p + x->offset, n, &maxabs, &ms);
             const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
             if (!strcmp(kind, "gamma")) /* ones */
                 continue;
@@ -351,11 +359,8 @@ Test(model, torch_init_follows_the_layer_defaults)
     for (int32_t t = 0; t < nt; t++) {
         const et_tensor *x = &ts[t];
         int64_t n = (int64_t)x->rows * x->cols;
-        double maxabs = 0, ms = 0;
-        for (int64_t i = 0; i < n; i++) {
-            maxabs = fmax(maxabs, fabs(p[x->offset + i]));
-            ms += (double)p[x->offset + i] * p[x->offset + i] / (double)n;
-        }
+        double maxabs, ms;
+        value_stats(p + x->offset, n, &maxabs, &ms);
         const char *name = x->name, *kind = strrchr(name, '.') ? strrchr(name, '.') + 1 : name;
         const et_tensor *w = x; /* a bias's weight */
         if (!strcmp(kind, "bias"))

@@ -235,13 +235,18 @@ for split in train valid test; do
         i=$((i + 1))
     done
 done
-run_shipped wmt14-mformer.ini w --set task.data="$tmp/wmt" --set task.max_tokens=256 \
-    --set space.encoder_embed_dim=16,24 --set space.encoder_layers=2 \
-    --set space.encoder_ffn_dim=16,32 --set space.encoder_heads=2,4 \
-    --set space.decoder_embed_dim=16,24 --set space.decoder_layers=1..2 \
-    --set space.decoder_ffn_dim=16,32 --set space.decoder_heads=2,4 \
-    --set space.decoder_cross_heads=2,4 --set space.decoder_connect=1,2 --set space.qkv_dim=16 \
-    --set train.beam=1
+run_wmt() { # OUT [--set ...]: wmt14-mformer.ini on the tiny pairs, its space made tiny
+    out=$1
+    shift
+    run_shipped wmt14-mformer.ini "$out" --set task.data="$tmp/wmt" --set task.max_tokens=256 \
+        --set space.encoder_embed_dim=16,24 --set space.encoder_layers=2 \
+        --set space.encoder_ffn_dim=16,32 --set space.encoder_heads=2,4 \
+        --set space.decoder_embed_dim=16,24 --set space.decoder_layers=1..2 \
+        --set space.decoder_ffn_dim=16,32 --set space.decoder_heads=2,4 \
+        --set space.decoder_cross_heads=2,4 --set space.decoder_connect=1,2 \
+        --set space.qkv_dim=16 --set train.beam=1 "$@"
+}
+run_wmt w
 rc=$?
 if [ $rc -eq 0 ] && grep -q "ranknas: candidate 1:" "$tmp/w.err" && grep -q "^ranknas,1," "$tmp/w/results.csv" &&
     grep -q "test final: bleu [0-9.]*, loss [0-9.]*, [0-9.]* % of hypotheses with a token 4+ times in a row" "$tmp/w.err" &&
@@ -257,13 +262,7 @@ fi
 
 # a stack with one operator adds no mean-attention input: the decoder on
 # softmax alone gives HAT's ten features and the encoder's mean (11 inputs)
-run_shipped wmt14-mformer.ini w1 --set task.data="$tmp/wmt" --set task.max_tokens=256 \
-    --set space.encoder_embed_dim=16,24 --set space.encoder_layers=2 \
-    --set space.encoder_ffn_dim=16,32 --set space.encoder_heads=2,4 \
-    --set space.decoder_embed_dim=16,24 --set space.decoder_layers=1..2 \
-    --set space.decoder_ffn_dim=16,32 --set space.decoder_heads=2,4 \
-    --set space.decoder_cross_heads=2,4 --set space.decoder_connect=1,2 --set space.qkv_dim=16 \
-    --set space.decoder_attention=softmax --set final.compare_attention=false --set train.beam=1
+run_wmt w1 --set space.decoder_attention=softmax --set final.compare_attention=false
 rc=$?
 if [ $rc -eq 0 ] && grep -q "^HAT's MLP (11 inputs," "$tmp/w1/report.md"; then
     ok "with one decoder operator the latency predictor reads HAT's ten features and the encoder's mean attention only"
