@@ -17,7 +17,8 @@
 
 static const char *const block_text[] = {"standard", "attention-only", "ffn-only", "identity",
                                           "conv"};
-static const char *const act_text[] = {"relu", "gelu", "squared_relu"};
+static const char *const act_text[] = {"relu", "gelu", "squared_relu", "gelu_erf"};
+#define N_ACT ((int)(sizeof act_text / sizeof act_text[0]))
 
 typedef struct out_buf {
     char *p;
@@ -45,7 +46,7 @@ static void format_stack(out_buf *b, const et_stack_space *ss, const et_stack_ar
         put(b, "[ffn=%d,heads=%d,attn=%s,block=%s,act=%s", g->ffn_dim, g->heads,
             ai ? ss->attention.v[g->attention] : "?",
             g->block >= 0 && g->block < 5 ? block_text[g->block] : "?",
-            g->activation >= 0 && g->activation < 3 ? act_text[g->activation] : "?");
+            g->activation >= 0 && g->activation < N_ACT ? act_text[g->activation] : "?");
         if (g->block == ET_BLOCK_CONV)
             put(b, ",kernel=%d", g->conv_kernel);
         if (cross) {
@@ -178,7 +179,7 @@ static int parse_stack(parser *ps, const et_stack_space *ss, et_stack_arch *sa, 
             (rc = expect(ps, ",heads=")) || (rc = num(ps, &g->heads)) ||
             (rc = expect(ps, ",attn=")) || (rc = text_choice(ps, &ss->attention, &g->attention)) ||
             (rc = expect(ps, ",block=")) || (rc = name_choice(ps, block_text, 5, &g->block)) ||
-            (rc = expect(ps, ",act=")) || (rc = name_choice(ps, act_text, 3, &g->activation)))
+            (rc = expect(ps, ",act=")) || (rc = name_choice(ps, act_text, N_ACT, &g->activation)))
             return rc;
         if (g->block == ET_BLOCK_CONV &&
             ((rc = expect(ps, ",kernel=")) || (rc = num(ps, &g->conv_kernel))))
@@ -290,7 +291,7 @@ static int validate_stack(const et_stack_space *ss, const et_stack_arch *sa, con
         if (!in_list(&ss->activation, g->activation))
             return et_fail(err, ET_STATUS_ERR_USAGE, "%s layer %d: activation %s is not allowed",
                            stack, l,
-                           g->activation >= 0 && g->activation < 3 ? act_text[g->activation] : "?");
+                           g->activation >= 0 && g->activation < N_ACT ? act_text[g->activation] : "?");
         if (!cross)
             continue;
         if (!in_list(&ss->cross_heads, g->cross_heads))

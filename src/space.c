@@ -24,7 +24,7 @@ const et_option_decl et_space_options[] = {
     {"encoder_heads", LIST("attention heads per encoder layer")},
     {"encoder_attention", LIST("attention operators per encoder layer (default softmax)")},
     {"encoder_block", LIST("block types: standard, attention-only, ffn-only, identity, conv (default standard)")},
-    {"encoder_activation", LIST("FFN activations: relu, gelu, squared_relu (default gelu)")},
+    {"encoder_activation", LIST("FFN activations: relu, gelu (tanh approximation), squared_relu, gelu_erf (exact) (default gelu)")},
     {"encoder_conv_kernel", LIST("kernel sizes of conv blocks, odd (default 3; with conv in encoder_block)")},
     {"decoder_embed_dim", LIST("decoder embedding dims (sets up the decoder)")},
     {"decoder_layers", LIST("decoder layer counts")},
@@ -57,7 +57,7 @@ const et_option_decl et_space_options[] = {
 
 static const char *const block_names[] = {"standard", "attention-only", "ffn-only", "identity",
                                           "conv", NULL};
-static const char *const act_names[] = {"relu", "gelu", "squared_relu", NULL};
+static const char *const act_names[] = {"relu", "gelu", "squared_relu", "gelu_erf", NULL};
 
 typedef struct ctx {
     const et_config_section *sec;

@@ -110,7 +110,7 @@ Test(layers, activation_values_and_gradients)
     for (int i = 0; i < N; i++)
         if (fabsf(x[i]) < 0.05f)
             x[i] = 0.5f; /* keep relu kinks away from the FD step */
-    for (int kind = 0; kind < 3; kind++) {
+    for (int kind = 0; kind <= ET_ACTIVATION_GELU_ERF; kind++) {
         act_ctx t = {kind, x, w, y, N};
         float dx[N] = {0};
         act_loss(&t);
@@ -123,6 +123,26 @@ Test(layers, activation_values_and_gradients)
     et_activation_forward(ET_ACTIVATION_GELU, o, v, 3);
     cr_assert_float_eq(o[2], 1.9545977f, 1e-5); /* tanh-approximated GELU(2) */
     cr_assert_float_eq(o[0], -0.158808f, 1e-5);
+    et_activation_forward(ET_ACTIVATION_GELU_ERF, o, v, 3);
+    cr_assert_float_eq(o[2], 1.9544997f, 1e-6); /* 2 Phi(2) */
+    cr_assert_float_eq(o[0], -0.1586553f, 1e-6); /* -Phi(-1) */
+    cr_assert(o[1] == 0.0f);
+}
+
+/* The exact GELU against its naive reference x (1 + erf(x / sqrt 2)) / 2 in
+ * double precision, over [-12, 12]: within 3e-7 absolute and 1e-6 relative
+ * (A&S 7.1.26 has 1.5e-7 on erf; float rounding adds the rest). */
+Test(layers, gelu_erf_matches_libm_erf)
+{
+    enum { N = 2401 };
+    float x[N], y[N];
+    for (int i = 0; i < N; i++)
+        x[i] = -12.0f + 0.01f * (float)i;
+    et_activation_forward(ET_ACTIVATION_GELU_ERF, y, x, N);
+    for (int i = 0; i < N; i++) {
+        double ref = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+        cr_assert_leq(fabs(y[i] - ref), 3e-7 + 1e-6 * fabs(ref), "x %g: %.9g vs %.9g", x[i], y[i], ref);
+    }
 }
 
 typedef struct ce_ctx {

@@ -141,7 +141,7 @@ static void check_gradients(const char *space_text, const char *arch_text, int32
 #define SPACE(norm) \
     "encoder_embed_dim = 8, 12\nencoder_layers = 1..3\nencoder_ffn_dim = 12, 16\nencoder_heads = 2, 3\n" \
     "encoder_attention = softmax, other\nencoder_block = standard, attention-only, ffn-only, identity\n" \
-    "encoder_activation = relu, gelu, squared_relu\nhead_dim = 4\nnorm = " norm "\n"
+    "encoder_activation = relu, gelu, squared_relu, gelu_erf\nhead_dim = 4\nnorm = " norm "\n"
 
 #define LAYER(ffn, heads, block, act) \
     "[ffn=" #ffn ",heads=" #heads ",attn=softmax,block=" block ",act=" act "]"
@@ -165,7 +165,7 @@ Test(model, gradients_post_norm_all_blocks)
 Test(model, gradients_mean_pooling_with_padding)
 {
     check_gradients(SPACE("pre"),
-                    "enc(E=8,L=2)" LAYER(12, 2, "standard", "gelu") LAYER(16, 2, "standard", "gelu"),
+                    "enc(E=8,L=2)" LAYER(12, 2, "standard", "gelu") LAYER(16, 2, "standard", "gelu_erf"),
                     ET_POOLING_MEAN, 1);
     check_gradients(SPACE("post"),
                     "enc(E=8,L=2)" LAYER(12, 2, "standard", "relu") LAYER(16, 3, "attention-only", "gelu"),

@@ -36,7 +36,8 @@ typedef enum et_block {
 typedef enum et_activation {
     ET_ACTIVATION_RELU = 0,
     ET_ACTIVATION_GELU = 1,
-    ET_ACTIVATION_SQUARED_RELU = 2
+    ET_ACTIVATION_SQUARED_RELU = 2,
+    ET_ACTIVATION_GELU_ERF = 3   /* exact GELU, x * Phi(x) (PyTorch's nn.GELU default) */
 } et_activation;
 
 typedef enum et_norm {
