@@ -57,9 +57,11 @@ const et_option_decl et_train_options[] = {
      "parameter initialisation: N(0, 0.02^2) cut at 2 std everywhere (BERT, ViT), or "
      "Xavier-uniform matrices and N(0, 1/E) token tables (fairseq's Transformer), or PyTorch's "
      "layer defaults (weights and biases U(+-1/sqrt(fan_in)) as nn.Linear; the attention's QKV "
-     "Xavier-uniform and its biases 0 as nn.MultiheadAttention; tables as normal)"},
+     "Xavier-uniform and its biases 0 as nn.MultiheadAttention; token tables N(0, 1) as "
+     "nn.Embedding; positions and class token uncut)"},
     {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
      "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
+     "(uncut under init = torch) "
      "(0.02 as timm's ViT; 1 as torch.randn in many PyTorch ViTs)"},
     {"sampling", ET_OPTION_TYPE_CHOICE, "uniform", 0, -1, "uniform|sandwich", "supernet subnet sampling per update"},
     {"eval_batch_size", ET_OPTION_TYPE_INT, "128", 1, 1 << 20, NULL, "examples per evaluation batch"},

@@ -271,9 +271,6 @@ float et_expf(float x)
     return expf_inline(x);
 }
 
-/* GELU with the tanh approximation, written as x * sigmoid(2u): one
- * vectorisable exponential instead of tanhf, which costs several times more. */
-
 /* The exact GELU, x * Phi(x), with the normal tail q = 1 - Phi(|x|) by
  * Abramowitz & Stegun 7.1.26 (erfc(z) = t (a1 + ... + a5 t^4) e^{-z^2},
  * t = 1 / (1 + p z), absolute error <= 1.5e-7 on erf): again one vectorisable
@@ -305,6 +302,8 @@ ET_CLONES static void act_fwd_range(int kind, float *out, const float *inp, int6
 {
     switch (kind) {
     case ET_ACTIVATION_GELU:
+        /* the tanh approximation, written as x * sigmoid(2u): one vectorisable
+         * exponential instead of tanhf, which costs several times more */
         for (int64_t i = b; i < e; i++) {
             float x = inp[i];
             float u2 = 2.0f * GELU_K * (x + 0.044715f * x * x * x);

@@ -374,6 +374,19 @@ static int ends_with(const char *s, size_t len, const char *suffix)
     return len >= n && !strcmp(s + len - n, suffix);
 }
 
+/* The tensor named as x's first `stem` characters then `suffix` (a layer's
+ * other tensor), or NULL. */
+static const et_tensor *sibling(const et_model *m, const et_tensor *x, size_t stem,
+                                const char *suffix)
+{
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const char *w = m->tensors[t].name;
+        if (!strncmp(w, x->name, stem) && !strcmp(w + stem, suffix))
+            return &m->tensors[t];
+    }
+    return NULL;
+}
+
 /* The fan-in of tensor t's layer under ET_INIT_TORCH: a matrix reads its
  * columns (a depthwise conv its taps); a bias that of the weight it goes with
  * (the tensor of the same name with "weight" for "bias"). 0 when none. */
@@ -386,20 +399,27 @@ static int64_t torch_fan_in(const et_model *m, const et_tensor *x)
         return x->cols;
     if (!ends_with(x->name, len, ".bias"))
         return 0;
-    size_t stem = len - 4; /* up to and with the dot */
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-        const char *w = m->tensors[t].name;
-        if (!strncmp(w, x->name, stem) && !strcmp(w + stem, "weight"))
-            return torch_fan_in(m, &m->tensors[t]);
-    }
-    return 0;
+    const et_tensor *w = sibling(m, x, len - 4 /* up to and with the dot */, "weight");
+    return w ? torch_fan_in(m, w) : 0;
+}
+
+/* The Xavier bound of cross-attention's q (QC, E) or k, v (2 QC, E_enc)
+ * under ET_INIT_TORCH: nn.MultiheadAttention packs q, k, v into one (3E, E)
+ * matrix when QC = E = E_enc (kdim = embed_dim), and draws q (QC, E), k and
+ * v (QC, E_enc) each on its own shape otherwise. */
+static double torch_cross_bound(const et_model *m, const et_tensor *x, size_t len, int is_q)
+{
+    size_t stem = len - (is_q ? strlen("cq.weight") : strlen("ckv.weight"));
+    const et_tensor *q = sibling(m, x, stem, "cq.weight"), *kv = sibling(m, x, stem, "ckv.weight");
+    if (q && kv && q->rows == q->cols && kv->cols == q->cols)
+        return sqrt(6.0 / (4.0 * q->cols));
+    return sqrt(6.0 / ((double)(is_q ? x->rows : x->rows / 2) + (double)x->cols));
 }
 
 /* PyTorch's defaults (ET_INIT_TORCH) for a weight or bias tensor; 0 when
  * tensor x is neither (tables, norms: the caller's other rules). */
 static int torch_init(const et_model *m, const et_tensor *x, float *p, et_rng *r)
 {
-    static const char *const mha_in[] = {"qkv.weight", "cq.weight", "ckv.weight"};
     static const char *const mha_bias[] = {"qkv.bias", "proj.bias", "cq.bias", "ckv.bias",
                                            "cproj.bias"};
     size_t len = strlen(x->name);
@@ -410,10 +430,11 @@ static int torch_init(const et_model *m, const et_tensor *x, float *p, et_rng *r
             memset(p, 0, sizeof(float) * (size_t)n);
             return 1;
         }
-    for (size_t i = 0; i < sizeof mha_in / sizeof mha_in[0] && a == 0; i++)
-        if (ends_with(x->name, len, mha_in[i]))
-            a = sqrt(6.0 / ((double)x->rows + (double)x->cols));
-    if (a == 0) {
+    if (ends_with(x->name, len, "qkv.weight")) /* (3Q, E): packed as torch's in_proj */
+        a = sqrt(6.0 / ((double)x->rows + (double)x->cols));
+    else if (ends_with(x->name, len, "cq.weight") || ends_with(x->name, len, "ckv.weight"))
+        a = torch_cross_bound(m, x, len, ends_with(x->name, len, "cq.weight"));
+    else {
         int64_t fan = torch_fan_in(m, x);
         if (fan <= 0)
             return 0;
@@ -464,14 +485,18 @@ void et_model_init(et_model *m, uint64_t seed)
             for (int64_t i = 0; i < n; i++)
                 p[i] = (float)(sd * et_rng_normal(&r));
         } else {
-            double sd = 0.02;
+            /* tables: N(0, sd^2) cut at 2 sd (BERT, ViT); under init = torch
+             * uncut (trunc_normal_'s default cut is +-2 absolute) and token
+             * tables N(0, 1) as nn.Embedding */
+            int torch = m->cfg.init == ET_INIT_TORCH;
+            double sd = torch && !strcmp(kind, "tok") ? 1.0 : 0.02;
             if ((!strcmp(kind, "pos") || !strcmp(kind, "cls")) && m->cfg.pos_init_std > 0)
                 sd = m->cfg.pos_init_std;
             for (int64_t i = 0; i < n; i++) {
                 double z;
                 do
                     z = et_rng_normal(&r);
-                while (fabs(z) > 2.0);
+                while (!torch && fabs(z) > 2.0);
                 p[i] = (float)(sd * z);
             }
         }

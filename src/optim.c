@@ -44,7 +44,10 @@ static double onecycle_at(const et_optim_config *c, int64_t step, int *phase)
         *phase = 1;
         pct = k / w1;
     } else {
-        double from = c->warmup_steps > 1 ? w1 : 0.0;
+        /* from the end of phase 1; without warm-up (W = 0) that is update
+         * -1, as torch's pct_start = 0, so update 0 already sits 1 / total
+         * into the annealing (torch divides by zero at W = 1; here it is W = 0) */
+        double from = c->warmup_steps > 1 ? w1 : -1.0;
         *phase = 2;
         pct = last > from ? (k - from) / (last - from) : 1.0;
     }

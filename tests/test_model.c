@@ -339,9 +339,9 @@ Test(model, pos_init_std_scales_positions_and_class_token)
 
 /* init = torch: each weight and bias U(-a, a) with a = 1/sqrt(fan_in) of its
  * layer (nn.Linear; a bias takes its weight's fan-in), the attention's QKV
- * Xavier-uniform and the attention biases 0 (nn.MultiheadAttention); norms,
- * positions and the class token as before. Checked by bound and by mean
- * square (a^2 / 3 for U(-a, a)). */
+ * Xavier-uniform and the attention biases 0 (nn.MultiheadAttention); norms
+ * as before (positions, the class token and cross-attention: test_seq2seq).
+ * Checked by bound and by mean square (a^2 / 3 for U(-a, a)). */
 Test(model, torch_init_follows_the_layer_defaults)
 {
     et_space s = tu_space(SPACE("pre"));

@@ -51,11 +51,15 @@ Test(optim, onecycle_as_torch)
     /* the other schedules keep beta1 */
     c.schedule = ET_SCHEDULE_COSINE;
     cr_assert_eq(et_optim_beta1(&c, 9), 0.95);
-    /* no warm-up: the cycle starts at the peak */
+    /* no warm-up: torch's pct_start = 0 anneals from the peak, update 0
+     * already 1/110 of the way (torch 1.13's values) */
     c.schedule = ET_SCHEDULE_ONECYCLE;
     c.warmup_steps = 0;
-    cr_assert_float_eq(et_optim_lr(&c, 0), 1.0, 1e-12);
-    cr_assert_float_eq(et_optim_beta1(&c, 0), 0.85, 1e-12);
+    cr_assert_float_eq(et_optim_lr(&c, 0), 0.99979609723, 1e-9);
+    cr_assert_float_eq(et_optim_beta1(&c, 0), 0.850020390359, 1e-9);
+    cr_assert_float_eq(et_optim_lr(&c, 1), 0.999184555225, 1e-9);
+    cr_assert_float_eq(et_optim_lr(&c, 54), 0.500002, 1e-9);
+    cr_assert_float_eq(et_optim_lr(&c, 108), 0.000207902770291, 1e-9);
     cr_assert_float_eq(et_optim_lr(&c, 109), 4e-6, 1e-12);
 }
 

@@ -776,3 +776,69 @@ Test(seq2seq, init_schemes)
         et_model_destroy(m);
     }
 }
+
+/* init = torch, a seq2seq model's tensors beyond the encoder's: cross-attention
+ * q (QC, E) and k, v (2 QC, E_enc) Xavier-uniform as nn.MultiheadAttention
+ * draws them: one packed (3E, E) bound sqrt(6 / 4E) when QC = E = E_enc,
+ * each (QC, E_in) block on its own shape otherwise; token tables N(0, 1) as
+ * nn.Embedding, uncut (some |w| > 2); learned positions N(0, 0.02^2), uncut.
+ * Bounds exact; mean squares within 4 standard errors as above. */
+Test(seq2seq, init_torch_cross_attention_and_tables)
+{
+    static const char *const spaces[2] = {
+        S2S_SPACE("pre"), /* QC = E_dec = E_enc = 8: packed */
+        "encoder_embed_dim = 12\nencoder_layers = 1\nencoder_ffn_dim = 6\nencoder_heads = 2\n"
+        "decoder_embed_dim = 8\ndecoder_layers = 1\ndecoder_ffn_dim = 6\ndecoder_heads = 2\n"
+        "decoder_cross_heads = 1\nhead_dim = 4\nnorm = pre\n"}; /* QC 4, E 8, E_enc 12 */
+    const double want[2][2] = {{sqrt(6.0 / 32), sqrt(6.0 / 32)},
+                               {sqrt(6.0 / (4 + 8)), sqrt(6.0 / (4 + 12))}}; /* cq, ckv */
+    for (int k = 0; k < 2; k++) {
+        et_space s = tu_space(spaces[k]);
+        et_host_init(&host, 4, 1, &s);
+        et_model_config cfg = {.max_len = S, .max_batch = B, .enc_attention = ref_impl,
+                               .dec_attention = ref_impl, .cross_attention = ref_impl,
+                               .src_vocab = V, .tgt_vocab = V, .max_tgt_len = T,
+                               .positions = ET_POSITIONS_LEARNED, .init = ET_INIT_TORCH};
+        et_model *m;
+        char *err = NULL;
+        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
+        et_model_init(m, 4);
+        int32_t nt, cross = 0, tables = 0, positions = 0;
+        const et_tensor *ts = et_model_tensors(m, &nt);
+        const float *p = et_model_params(m, NULL);
+        double tok_max = 0;
+        for (int32_t t = 0; t < nt; t++) {
+            const et_tensor *x = &ts[t];
+            const float *w = p + x->offset;
+            int64_t n = (int64_t)x->rows * x->cols;
+            const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
+            double maxabs = 0, ms = 0;
+            for (int64_t i = 0; i < n; i++) {
+                maxabs = fmax(maxabs, fabs(w[i]));
+                ms += (double)w[i] * w[i] / (double)n;
+            }
+            int q = strstr(x->name, "cq.weight") != NULL, kv = strstr(x->name, "ckv.weight") != NULL;
+            if (q || kv) {
+                double a = want[k][kv];
+                cr_expect_leq(maxabs, a + 1e-7, "%s: max %g above %g", x->name, maxabs, a);
+                cr_expect_gt(maxabs, a / 2, "%s", x->name);
+                cr_expect(fabs(ms / (a * a / 3) - 1) < 4 * sqrt(0.8 / (double)n),
+                          "%s: mean square %g, a^2/3 %g", x->name, ms, a * a / 3);
+                cross++;
+            } else if (!strcmp(kind, "tok")) {
+                cr_expect(fabs(ms - 1) < 4 * sqrt(2.0 / (double)n), "%s: mean square %g", x->name, ms);
+                tok_max = fmax(tok_max, maxabs);
+                tables++;
+            } else if (!strcmp(kind, "pos")) {
+                cr_expect(fabs(ms / 4e-4 - 1) < 4 * sqrt(2.0 / (double)n), "%s: mean square %g",
+                          x->name, ms);
+                positions++;
+            }
+        }
+        cr_expect_gt(tok_max, 2.0, "token tables uncut: max %g", tok_max);
+        cr_expect_geq(cross, 2, "cross-attention q and kv: %d", cross);
+        cr_expect_geq(tables, 1);
+        cr_expect_geq(positions, 1);
+        et_model_destroy(m);
+    }
+}
