@@ -709,6 +709,34 @@ Test(seq2seq, one_hot_standard_candidate_equals_standard_blocks)
     et_model_destroy(f.m);
 }
 
+/* A seq2seq model of space s under init scheme, initialised from seed. */
+static et_model *initialised(const et_space *s, int32_t scheme, uint64_t seed)
+{
+    et_host_init(&host, seed, 1, s);
+    et_model_config cfg = {.max_len = S, .max_batch = B, .enc_attention = ref_impl,
+                           .dec_attention = ref_impl, .cross_attention = ref_impl,
+                           .src_vocab = V, .tgt_vocab = V, .max_tgt_len = T,
+                           .positions = ET_POSITIONS_LEARNED, .init = scheme};
+    et_model *m;
+    char *err = NULL;
+    cr_assert_eq(et_model_create(s, &cfg, &host, &m, &err), 0, "%s", err);
+    et_model_init(m, seed);
+    return m;
+}
+
+/* Largest |w| and mean square of tensor x's values. */
+static void tensor_stats(const float *params, const et_tensor *x, double *maxabs, double *ms)
+{
+    const float *w = params + x->offset;
+    int64_t n = (int64_t)x->rows * x->cols;
+    *maxabs = 0;
+    *ms = 0;
+    for (int64_t i = 0; i < n; i++) {
+        *maxabs = fmax(*maxabs, fabs(w[i]));
+        *ms += (double)w[i] * w[i] / (double)n;
+    }
+}
+
 /* init = xavier: every matrix within its Xavier bound a = sqrt(6 / (rows +
  * cols)) and spread over it (max |w| > a / 2, mean square a^2 / 3), token
  * tables N(0, 1/E) (mean square 1/E); depthwise kernels, biases and norms as
@@ -719,28 +747,16 @@ Test(seq2seq, init_schemes)
 {
     et_space s = tu_space(S2S_CONV_SPACE("pre"));
     for (int32_t scheme = ET_INIT_NORMAL; scheme <= ET_INIT_XAVIER; scheme++) {
-        et_host_init(&host, 3, 1, &s);
-        et_model_config cfg = {.max_len = S, .max_batch = B, .enc_attention = ref_impl,
-                               .dec_attention = ref_impl, .cross_attention = ref_impl,
-                               .src_vocab = V, .tgt_vocab = V, .max_tgt_len = T,
-                               .positions = ET_POSITIONS_LEARNED, .init = scheme};
-        et_model *m;
-        char *err = NULL;
-        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
-        et_model_init(m, 3);
+        et_model *m = initialised(&s, scheme, 3);
         int32_t nt, matrices = 0, tables = 0;
         const et_tensor *ts = et_model_tensors(m, &nt);
-        float *p = et_model_params(m, NULL);
+        const float *p = et_model_params(m, NULL);
         for (int32_t t = 0; t < nt; t++) {
             const et_tensor *x = &ts[t];
-            const float *w = p + x->offset;
             int64_t n = (int64_t)x->rows * x->cols;
             const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
-            double maxabs = 0, ms = 0;
-            for (int64_t i = 0; i < n; i++) {
-                maxabs = fmax(maxabs, fabs(w[i]));
-                ms += (double)w[i] * w[i] / (double)n;
-            }
+            double maxabs, ms;
+            tensor_stats(p, x, &maxabs, &ms);
             if (!strcmp(kind, "gamma") || !strcmp(kind, "beta") || !strcmp(kind, "bias") ||
                 strstr(x->name, "dconv") || strstr(x->name, "conv_dw")) {
                 if (!strcmp(kind, "gamma"))
@@ -794,29 +810,17 @@ Test(seq2seq, init_torch_cross_attention_and_tables)
                                {sqrt(6.0 / (4 + 8)), sqrt(6.0 / (4 + 12))}}; /* cq, ckv */
     for (int k = 0; k < 2; k++) {
         et_space s = tu_space(spaces[k]);
-        et_host_init(&host, 4, 1, &s);
-        et_model_config cfg = {.max_len = S, .max_batch = B, .enc_attention = ref_impl,
-                               .dec_attention = ref_impl, .cross_attention = ref_impl,
-                               .src_vocab = V, .tgt_vocab = V, .max_tgt_len = T,
-                               .positions = ET_POSITIONS_LEARNED, .init = ET_INIT_TORCH};
-        et_model *m;
-        char *err = NULL;
-        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
-        et_model_init(m, 4);
+        et_model *m = initialised(&s, ET_INIT_TORCH, 4);
         int32_t nt, cross = 0, tables = 0, positions = 0;
         const et_tensor *ts = et_model_tensors(m, &nt);
         const float *p = et_model_params(m, NULL);
         double tok_max = 0;
         for (int32_t t = 0; t < nt; t++) {
             const et_tensor *x = &ts[t];
-            const float *w = p + x->offset;
             int64_t n = (int64_t)x->rows * x->cols;
             const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
-            double maxabs = 0, ms = 0;
-            for (int64_t i = 0; i < n; i++) {
-                maxabs = fmax(maxabs, fabs(w[i]));
-                ms += (double)w[i] * w[i] / (double)n;
-            }
+            double maxabs, ms;
+            tensor_stats(p, x, &maxabs, &ms);
             int q = strstr(x->name, "cq.weight") != NULL, kv = strstr(x->name, "ckv.weight") != NULL;
             if (q || kv) {
                 double a = want[k][kv];
