@@ -7,8 +7,11 @@ lr 1e-3 weight decay 0.05, one-cycle schedule (10 % warm-up, cosine), batch
 Fashion-MNIST; test accuracy on the 10,000 test images. Prints the wall time
 of each epoch and the test accuracy.
 
-The switches turn single ingredients of the recipe into what etnas does, so
-the two can be compared one difference at a time:
+By default every ingredient the recipe leaves open is PyTorch's default.
+--ini sets the two that etc/fashion-vit.ini sets otherwise (AdamW beta2 0.98
+and clipping at norm 1): the same recipe as etnas's benchmark. The other
+switches turn single ingredients into etnas's defaults (what [train] does
+without fashion-vit.ini's options), one difference at a time:
   --init trunc      every weight N(0, 0.02) truncated at 2 sd (etnas's
                     default) instead of torch's layer defaults
   --sched linear    linear warm-up from 0 to lr, cosine to 0, fixed betas
@@ -20,7 +23,7 @@ the two can be compared one difference at a time:
   --beta2 0.98      AdamW beta2 (etnas's default 0.98; torch's 0.999)
   --clip 1          clip gradients to this global norm (etnas's default 1;
                     torch's recipe none: 0)
-  --etnas           all of the above at etnas's settings
+  --etnas           all of the above at etnas's defaults
 
 Needs Debian's python3-torch (run with /usr/bin/python3):
   /usr/bin/python3 bench/fashion_vit_torch.py [--threads 2] [--seed 1] ...
@@ -47,7 +50,10 @@ ap.add_argument("--gelu", choices=["erf", "tanh"], default="erf")
 ap.add_argument("--beta2", type=float, default=0.999)
 ap.add_argument("--clip", type=float, default=0.0)
 ap.add_argument("--etnas", action="store_true")
+ap.add_argument("--ini", action="store_true")
 args = ap.parse_args()
+if args.ini:
+    args.beta2, args.clip = 0.98, 1.0
 if args.etnas:
     args.init, args.sched, args.decay, args.gelu, args.beta2, args.clip = \
         "trunc", "linear", "weights", "tanh", 0.98, 1.0
