@@ -2,8 +2,8 @@
 # The image benchmark of the tasks issue: the fixed ViT of etc/fashion-vit.ini
 # (E 64, 4 layers, 4 heads, FFN 128, GELU, pre-norm, patch 4, class token;
 # AdamW lr 1e-3 wd 0.05, one-cycle schedule with 10 % warm-up, batch 128,
-# label smoothing 0.1, 5 epochs; PyTorch's defaults elsewhere, as
-# bench/fashion_vit_torch.py) on Debian's Fashion-MNIST, with softmax and with
+# label smoothing 0.1, 5 epochs; elsewhere as the ini says, the same as
+# bench/fashion_vit_torch.py --ini) on Debian's Fashion-MNIST, with softmax and with
 # cosFormer in every layer. Prints test accuracy, the training rate and the
 # wall time per epoch of training (updates / 5 / rate) of each run, and the
 # mean and sample standard deviation of test accuracy over the seeds.
