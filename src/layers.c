@@ -287,6 +287,7 @@ static inline float gelu_erf_phi(float x, float *phi_out)
     *phi_out = 0.39894228040143268f * e;
     return x < 0 ? q : 1.0f - q;
 }
+
 /* Elementwise loops get AVX-512 and AVX2 clones where the compiler and CPU
  * have them, picked once at load time (the GEMMs already dispatch inside
  * OpenBLAS). AVX-512 matters beyond width: on a Sapphire Rapids host the
