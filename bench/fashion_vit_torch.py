@@ -24,6 +24,8 @@ without fashion-vit.ini's options), one difference at a time:
   --clip 1          clip gradients to this global norm (etnas's default 1;
                     torch's recipe none: 0)
   --etnas           all of the above at etnas's defaults
+--parity DIR checks etnas against this script update by update instead of
+training (bench/fashion_vit_parity.sh writes DIR and calls it).
 
 Needs Debian's python3-torch (run with /usr/bin/python3):
   /usr/bin/python3 bench/fashion_vit_torch.py [--threads 2] [--seed 1] ...
@@ -32,6 +34,7 @@ import argparse
 import gzip
 import math
 import struct
+import sys
 import time
 
 import torch
@@ -51,6 +54,8 @@ ap.add_argument("--beta2", type=float, default=0.999)
 ap.add_argument("--clip", type=float, default=0.0)
 ap.add_argument("--etnas", action="store_true")
 ap.add_argument("--ini", action="store_true")
+ap.add_argument("--parity", metavar="DIR")
+ap.add_argument("--parity-images", type=int, default=1000)
 args = ap.parse_args()
 if args.ini:
     args.beta2, args.clip = 0.98, 1.0
@@ -76,12 +81,6 @@ def images(name):
     x = idx(f"{args.data}/{name}-images-idx3-ubyte.gz").float() / 255.0
     y = idx(f"{args.data}/{name}-labels-idx1-ubyte.gz").long()
     return x.unsqueeze(1), y
-
-
-xtr, ytr = images("train")
-xte, yte = images("t10k")
-mean, std = xtr.mean().item(), xtr.std().item()
-xtr, xte = (xtr - mean) / std, (xte - mean) / std
 
 
 class Block(nn.Module):
@@ -118,6 +117,132 @@ class ViT(nn.Module):
         return self.head(self.ln(self.blocks(x))[:, 0])
 
 
+def optimizer(model, total):
+    """AdamW and the schedule of the recipe for `total` updates."""
+    # etnas decays the matrices: not biases, LayerNorm, the class token or positions
+    decayed = {n for n, p in model.named_parameters()
+               if args.decay == "all" or (p.dim() > 1 and n not in ("cls", "pos"))}
+    decay = [p for n, p in model.named_parameters() if n in decayed]
+    rest = [p for n, p in model.named_parameters() if n not in decayed]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": rest, "weight_decay": 0.0}], lr=1e-3,
+                            betas=(0.9, args.beta2))
+    if args.sched == "onecycle":
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total,
+                                                        pct_start=0.1)
+    warm = round(0.1 * total)
+    return opt, torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else
+        0.5 * (1 + math.cos(math.pi * (s + 1 - warm) / (total - warm))))
+
+
+def update(model, opt, sched, x, y):
+    """One update on the batch (x, y); returns its loss."""
+    loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def etnas_order(model):
+    """The parameters in the order and layout of etnas's tensor table."""
+    ps = [("embed.weight", model.patch.weight), ("embed.bias", model.patch.bias),
+          ("cls", model.cls), ("pos", model.pos)]
+    for b in model.blocks:
+        ps += [("ln1.gamma", b.ln1.weight), ("ln1.beta", b.ln1.bias),
+               ("qkv.weight", b.attn.in_proj_weight), ("qkv.bias", b.attn.in_proj_bias),
+               ("proj.weight", b.attn.out_proj.weight), ("proj.bias", b.attn.out_proj.bias),
+               ("ln2.gamma", b.ln2.weight), ("ln2.beta", b.ln2.bias),
+               ("fc1.weight", b.fc1.weight), ("fc1.bias", b.fc1.bias),
+               ("fc2.weight", b.fc2.weight), ("fc2.bias", b.fc2.bias)]
+    return ps + [("lnf.gamma", model.ln.weight), ("lnf.beta", model.ln.bias),
+                 ("head.weight", model.head.weight), ("head.bias", model.head.bias)]
+
+
+def checkpoint(path):
+    """Step, tensor table (name, rows, cols), parameters and AdamW's first
+    moments of an etnas checkpoint (src/checkpoint.c's layout)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    _, has_opt, step, _, _, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
+    o = 8 + 52 + slen + alen
+    table = []
+    for _ in range(nt):
+        (nl,) = struct.unpack_from("<I", raw, o)
+        rows, cols = struct.unpack_from("<II", raw, o + 4 + nl)
+        table.append((raw[o + 4:o + 4 + nl].decode(), rows, cols))
+        o += 4 + nl + 16
+    o += 4
+    floats = torch.frombuffer(bytearray(raw[o:o + 8 * n if has_opt else o + 4 * n]), dtype=torch.float32)
+    return step, table, floats[:n], floats[n:] if has_opt else None
+
+
+def parity(folder, x, y):
+    """etnas against this script, update by update, on one full batch of the
+    first len(x) training images: the gradient at etnas's initial weights, then
+    the losses and the weights of etnas's run of the recipe. Written by
+    bench/fashion_vit_parity.sh; returns the exit status."""
+    mean, std = x.mean().item(), x.std(unbiased=False).item()  # etnas: population sd
+    x = (x - mean) / std
+    _, table, p0, m1 = checkpoint(f"{folder}/init/supernet.ckpt")
+    k, _, pk, _ = checkpoint(f"{folder}/steps/supernet.ckpt")
+    losses = [float(line.split("loss ")[1].split(",")[0]) for line in open(f"{folder}/steps.log")
+              if "supernet: step" in line]
+    model = ViT()
+    ps = etnas_order(model)
+    if [(n, r * c) for n, r, c in table] != [(n, p.numel()) for n, p in ps]:
+        print("parity: the checkpoint's tensors are not this model's")
+        return 1
+
+    def load(flat):
+        o = 0
+        with torch.no_grad():
+            for _, p in ps:
+                p.copy_(flat[o:o + p.numel()].reshape(p.shape))
+                o += p.numel()
+
+    def flat(ts):
+        return torch.cat([t.detach().reshape(-1) for t in ts])
+
+    load(p0)
+    loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+    loss.backward()
+    g = flat([p.grad for _, p in ps])
+    ge = m1 / (1 - 0.9)  # the init run's first moment after one update: (1 - beta1) g
+    gerr = ((ge - g).abs().max() / g.abs().max()).item()
+    print(f"gradient at etnas's initial weights: max |etnas - torch| / max |torch| = {gerr:.1e}"
+          f" (tolerance 1e-5); loss torch {loss.item():.6f}, etnas {losses[0]:.4f}")
+    model.zero_grad(set_to_none=True)
+    load(p0)
+    opt, sched = optimizer(model, k)
+    lerr = 0.0
+    for s in range(k):
+        lt = update(model, opt, sched, x, y)
+        lerr = max(lerr, abs(lt - losses[s]))
+        if s in (0, 1, 2, k // 2, k - 1):
+            print(f"update {s + 1}: loss torch {lt:.4f}, etnas {losses[s]:.4f}")
+    pt = flat([p for _, p in ps])
+    perr = (pk - pt).abs().max().item()
+    moved = (pt - p0).abs().max().item()
+    print(f"after {k} updates: max loss difference {lerr:.1e} (tolerance 2e-4, etnas prints 4"
+          f" decimals); max |weight etnas - torch| {perr:.1e} (tolerance 5e-4; the weights"
+          f" moved up to {moved:.1e})")
+    ok = gerr <= 1e-5 and lerr <= 2e-4 and perr <= 5e-4
+    print("parity: " + ("etnas and PyTorch agree" if ok else "MISMATCH"))
+    return 0 if ok else 1
+
+
+xtr, ytr = images("train")
+if args.parity:
+    n = args.parity_images
+    sys.exit(parity(args.parity, xtr[:n], ytr[:n]))
+xte, yte = images("t10k")
+mean, std = xtr.mean().item(), xtr.std().item()
+xtr, xte = (xtr - mean) / std, (xte - mean) / std
 model = ViT()
 if args.init == "trunc":
     for name, p in model.named_parameters():
@@ -125,23 +250,9 @@ if args.init == "trunc":
             nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
-# etnas decays the matrices: not biases, LayerNorm, the class token or positions
-decayed = {n for n, p in model.named_parameters()
-           if args.decay == "all" or (p.dim() > 1 and n not in ("cls", "pos"))}
-decay = [p for n, p in model.named_parameters() if n in decayed]
-rest = [p for n, p in model.named_parameters() if n not in decayed]
-opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                         {"params": rest, "weight_decay": 0.0}], lr=1e-3,
-                        betas=(0.9, args.beta2))
 steps_per_epoch = math.ceil(len(xtr) / B)
 total = steps_per_epoch * args.epochs
-if args.sched == "onecycle":
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total, pct_start=0.1)
-else:
-    warm = round(0.1 * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else
-        0.5 * (1 + math.cos(math.pi * (s + 1 - warm) / (total - warm))))
+opt, sched = optimizer(model, total)
 print(f"torch {torch.__version__}, {args.threads} threads, seed {args.seed}, {total} updates,"
       f" init {args.init}, schedule {args.sched}, decay {args.decay}, gelu {args.gelu},"
       f" beta2 {args.beta2}, clip {args.clip}", flush=True)
@@ -152,14 +263,7 @@ for epoch in range(args.epochs):
     loss_sum = 0.0
     for i in range(steps_per_epoch):
         b = order[i * B:(i + 1) * B]
-        loss = F.cross_entropy(model(xtr[b]), ytr[b], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-        sched.step()
-        loss_sum += loss.item()
+        loss_sum += update(model, opt, sched, xtr[b], ytr[b])
     print(f"epoch {epoch + 1}: train loss {loss_sum / steps_per_epoch:.4f}, {time.time() - t0:.1f} s",
           flush=True)
 model.eval()
