@@ -54,7 +54,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 last=$((first + seeds - 1))
 echo "threads $threads, $steps updates = 5 epochs, seeds $first..$last${extra:+, all 60,000 training images}${*:+, $*}"
-sgemm=$("$build/bench/engine" "$threads" sgemm | sed -n 's/^sgemm 1024^3: \([0-9.]*\) GFLOP\/s$/\1/p')
+sgemm=$("$build/bench/engine" "$threads" sgemm 2>/dev/null |
+    sed -n 's/^sgemm 1024^3: \([0-9.]*\) GFLOP\/s$/\1/p') || :
+[ -n "$sgemm" ] || { echo "fashion_vit.sh: no sgemm figure from $build/bench/engine (make it first)" >&2; exit 1; }
 echo "this machine's sgemm 1024^3, $threads threads: $sgemm GFLOP/s"
 for op in $ops; do
     : >"$out/$op.acc"
