@@ -59,6 +59,11 @@ const et_option_decl et_train_options[] = {
      "layer defaults (weights and biases U(+-1/sqrt(fan_in)) as nn.Linear; the attention's QKV "
      "Xavier-uniform and its biases 0 as nn.MultiheadAttention; token tables N(0, 1) as "
      "nn.Embedding; positions and class token uncut)"},
+    {"qkv_init", ET_OPTION_TYPE_CHOICE, "init", 0, -1, "init|xavier",
+     "the attention's q/k/v projection matrices (self-attention's packed QKV, cross-attention's "
+     "q and k/v): drawn by `init`, or Xavier-uniform as torch's nn.MultiheadAttention whatever "
+     "`init` says (softmax's logits then start near unit scale; init = normal alone makes them "
+     "about 0.03, a near-uniform attention)"},
     {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
      "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
      "(uncut under init = torch) "

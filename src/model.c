@@ -416,6 +416,24 @@ static double torch_cross_bound(const et_model *m, const et_tensor *x, size_t le
     return sqrt(6.0 / ((double)(is_q ? x->rows : x->rows / 2) + (double)x->cols));
 }
 
+/* The Xavier bound of an attention's q/k/v projection matrix as torch's
+ * nn.MultiheadAttention draws it; 0 when x is no such matrix. */
+static double torch_qkv_bound(const et_model *m, const et_tensor *x)
+{
+    size_t len = strlen(x->name);
+    if (ends_with(x->name, len, "qkv.weight")) /* (3Q, E): packed as torch's in_proj */
+        return sqrt(6.0 / ((double)x->rows + (double)x->cols));
+    if (ends_with(x->name, len, "cq.weight") || ends_with(x->name, len, "ckv.weight"))
+        return torch_cross_bound(m, x, len, ends_with(x->name, len, "cq.weight"));
+    return 0;
+}
+
+static void uniform_fill(float *p, int64_t n, double a, et_rng *r)
+{
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(a * (2.0 * et_rng_uniform(r) - 1.0));
+}
+
 /* PyTorch's defaults (ET_INIT_TORCH) for a weight or bias tensor; 0 when
  * tensor x is neither (tables, norms: the caller's other rules). */
 static int torch_init(const et_model *m, const et_tensor *x, float *p, et_rng *r)
@@ -424,24 +442,19 @@ static int torch_init(const et_model *m, const et_tensor *x, float *p, et_rng *r
                                            "cproj.bias"};
     size_t len = strlen(x->name);
     int64_t n = (int64_t)x->rows * x->cols;
-    double a = 0;
     for (size_t i = 0; i < sizeof mha_bias / sizeof mha_bias[0]; i++)
         if (ends_with(x->name, len, mha_bias[i])) {
             memset(p, 0, sizeof(float) * (size_t)n);
             return 1;
         }
-    if (ends_with(x->name, len, "qkv.weight")) /* (3Q, E): packed as torch's in_proj */
-        a = sqrt(6.0 / ((double)x->rows + (double)x->cols));
-    else if (ends_with(x->name, len, "cq.weight") || ends_with(x->name, len, "ckv.weight"))
-        a = torch_cross_bound(m, x, len, ends_with(x->name, len, "cq.weight"));
-    else {
+    double a = torch_qkv_bound(m, x);
+    if (a == 0) {
         int64_t fan = torch_fan_in(m, x);
         if (fan <= 0)
             return 0;
         a = 1.0 / sqrt((double)fan);
     }
-    for (int64_t i = 0; i < n; i++)
-        p[i] = (float)(a * (2.0 * et_rng_uniform(r) - 1.0));
+    uniform_fill(p, n, a, r);
     return 1;
 }
 
@@ -465,6 +478,11 @@ void et_model_init(et_model *m, uint64_t seed)
                 p[tap * x->cols + c] = 1.0f;
             continue;
         }
+        double qkv = m->cfg.qkv_xavier ? torch_qkv_bound(m, x) : 0;
+        if (qkv > 0) { /* the draw torch_init makes, under any init */
+            uniform_fill(p, n, qkv, &r);
+            continue;
+        }
         if (m->cfg.init == ET_INIT_TORCH && torch_init(m, x, p, &r))
             continue;
         if (!strcmp(kind, "gamma")) {
@@ -476,9 +494,7 @@ void et_model_init(et_model *m, uint64_t seed)
                    !ends_with(x->name, len, "conv_dw.weight")) {
             /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)), on the tensor at its
              * maxima (a fused QKV matrix as torch's multi-head attention) */
-            double a = sqrt(6.0 / ((double)x->rows + (double)x->cols));
-            for (int64_t i = 0; i < n; i++)
-                p[i] = (float)(a * (2.0 * et_rng_uniform(&r) - 1.0));
+            uniform_fill(p, n, sqrt(6.0 / ((double)x->rows + (double)x->cols)), &r);
         } else if (m->cfg.init == ET_INIT_XAVIER && !strcmp(kind, "tok")) {
             /* N(0, 1/E): the lookup's sqrt(E) scale makes unit variance */
             double sd = 1.0 / sqrt((double)x->cols);

@@ -49,6 +49,8 @@ typedef struct et_model_config {
     int32_t init;             /* et_init: how et_model_init draws the parameters */
     double pos_init_std;      /* learned positions and class token: std at init, cut at 2 std
                                  (0: 0.02, as every other normal draw) */
+    int32_t qkv_xavier;       /* 1: the attention's q/k/v projections Xavier-uniform as under
+                                 ET_INIT_TORCH whatever init says (biases keep init's rule) */
 } et_model_config;
 
 /* Parameter initialisation schemes (the [train] option `init`). */

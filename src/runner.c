@@ -335,6 +335,7 @@ static et_model_config model_config(const runner *r)
                              .label_smoothing = (float)train_opt(r, "label_smoothing")->f,
                              .init = (int32_t)train_opt(r, "init")->i,
                              .pos_init_std = train_opt(r, "pos_init_std")->f,
+                             .qkv_xavier = train_opt(r, "qkv_init")->i == 1,
                              .enc_attention = r->impl[ET_STACK_ENC_SELF],
                              .src_vocab = r->info.src_vocab,
                              .tgt_vocab = r->info.tgt_vocab,

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attn_ref.h"
@@ -391,4 +392,61 @@ Test(model, torch_init_follows_the_layer_defaults)
     cr_expect_geq(uniform, 8, "weights and biases drawn uniform: %d", uniform);
     cr_expect_geq(zero, 2, "attention biases set to 0: %d", zero);
     et_model_destroy(m);
+}
+
+/* qkv_init = xavier: under init = normal the attention's QKV matrix is
+ * Xavier-uniform (bound and mean square a^2 / 3) while every other matrix
+ * keeps N(0, 0.02^2) cut at 2 std and the QKV bias stays 0; under
+ * init = torch, which draws QKV so already, it changes no parameter. */
+Test(model, qkv_init_xavier_draws_only_the_attention_projection)
+{
+    et_space s = tu_space(SPACE("pre"));
+    float *torch_params[2] = {NULL, NULL};
+    int64_t total = 0;
+    for (int scheme = 0; scheme < 3; scheme++) {
+        static et_host host;
+        et_host_init(&host, 7, 1, &s);
+        et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
+                               .enc_attention = ref_impl,
+                               .init = scheme ? ET_INIT_TORCH : ET_INIT_NORMAL,
+                               .qkv_xavier = scheme != 2};
+        et_model *m;
+        char *err = NULL;
+        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
+        et_model_init(m, 7);
+        int32_t nt, qkv = 0;
+        const et_tensor *ts = et_model_tensors(m, &nt);
+        const float *p = et_model_params(m, &total);
+        if (scheme) {
+            torch_params[scheme - 1] = malloc(sizeof(float) * (size_t)total);
+            cr_assert_not_null(torch_params[scheme - 1]);
+            memcpy(torch_params[scheme - 1], p, sizeof(float) * (size_t)total);
+            et_model_destroy(m);
+            continue;
+        }
+        for (int32_t t = 0; t < nt; t++) {
+            const et_tensor *x = &ts[t];
+            int64_t n = (int64_t)x->rows * x->cols;
+            double maxabs, ms;
+            value_stats(p + x->offset, n, &maxabs, &ms);
+            const char *kind = strrchr(x->name, '.') ? strrchr(x->name, '.') + 1 : x->name;
+            if (strstr(x->name, "qkv.weight")) {
+                double a = sqrt(6.0 / (x->rows + x->cols));
+                qkv++;
+                cr_expect_leq(maxabs, a + 1e-6, "%s: max %g above %g", x->name, maxabs, a);
+                cr_expect(ms > 0.8 * a * a / 3 && ms < 1.2 * a * a / 3,
+                          "%s: mean square %g, want %g", x->name, ms, a * a / 3);
+            } else if (!strcmp(kind, "bias") || !strcmp(kind, "beta")) {
+                cr_expect_eq(maxabs, 0, "%s: max %g", x->name, maxabs);
+            } else if (strcmp(kind, "gamma")) {
+                cr_expect_leq(maxabs, 0.04 + 1e-6, "%s: max %g", x->name, maxabs);
+            }
+        }
+        cr_expect_geq(qkv, 1, "QKV matrices drawn: %d", qkv);
+        et_model_destroy(m);
+    }
+    cr_expect_eq(memcmp(torch_params[0], torch_params[1], sizeof(float) * (size_t)total), 0,
+                 "init = torch draws the same parameters with and without qkv_init = xavier");
+    free(torch_params[0]);
+    free(torch_params[1]);
 }
