@@ -14,6 +14,8 @@ switches turn single ingredients into etnas's defaults (what [train] does
 without fashion-vit.ini's options), one difference at a time:
   --init trunc      every weight N(0, 0.02) truncated at 2 sd (etnas's
                     default) instead of torch's layer defaults
+  --init trunc-qkv  the same but the attention's in_proj keeps torch's
+                    Xavier draw (etnas's init = normal, qkv_init = xavier)
   --sched linear    linear warm-up from 0 to lr, cosine to 0, fixed betas
                     (etnas's schedule) instead of torch's OneCycleLR (warm-up
                     from lr/25, to lr/25e4, beta1 cycled 0.95 -> 0.85 -> 0.95)
@@ -24,6 +26,10 @@ without fashion-vit.ini's options), one difference at a time:
   --clip 1          clip gradients to this global norm (etnas's default 1;
                     torch's recipe none: 0)
   --etnas           all of the above at etnas's defaults
+--from-etnas CKPT starts from the parameters of an etnas checkpoint of this
+model (e.g. one update at lr 1e-30, as the parity check's init run, holds
+etnas's initial draw) instead of drawing them: with this script's data order,
+it separates the initial draw from the rest of training.
 --parity DIR checks etnas against this script update by update instead of
 training (bench/fashion_vit_parity.sh writes DIR and calls it).
 
@@ -46,7 +52,8 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--epochs", type=int, default=5)
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-ap.add_argument("--init", choices=["torch", "trunc"], default="torch")
+ap.add_argument("--init", choices=["torch", "trunc", "trunc-qkv"], default="torch")
+ap.add_argument("--from-etnas", metavar="CKPT")
 ap.add_argument("--sched", choices=["onecycle", "linear"], default="onecycle")
 ap.add_argument("--decay", choices=["all", "weights"], default="all")
 ap.add_argument("--gelu", choices=["erf", "tanh"], default="erf")
@@ -244,17 +251,29 @@ xte, yte = images("t10k")
 mean, std = xtr.mean().item(), xtr.std().item()
 xtr, xte = (xtr - mean) / std, (xte - mean) / std
 model = ViT()
-if args.init == "trunc":
+if args.init != "torch":
     for name, p in model.named_parameters():
+        if args.init == "trunc-qkv" and name.endswith("in_proj_weight"):
+            continue
         if p.dim() > 1 and name not in ("cls", "pos"):
             nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
+if args.from_etnas:
+    _, table, p0, _ = checkpoint(args.from_etnas)
+    ps = etnas_order(model)
+    if [(n, r * c) for n, r, c in table] != [(n, p.numel()) for n, p in ps]:
+        sys.exit(f"{args.from_etnas}: the checkpoint's tensors are not this model's")
+    with torch.no_grad():
+        o = 0
+        for _, p in ps:
+            p.copy_(p0[o:o + p.numel()].reshape(p.shape))
+            o += p.numel()
 steps_per_epoch = math.ceil(len(xtr) / B)
 total = steps_per_epoch * args.epochs
-opt, sched = optimizer(model, total)
+opt, sched = optimizer(model, max(total, 1))  # --epochs 0: test the initial weights
 print(f"torch {torch.__version__}, {args.threads} threads, seed {args.seed}, {total} updates,"
-      f" init {args.init}, schedule {args.sched}, decay {args.decay}, gelu {args.gelu},"
+      f" init {args.from_etnas or args.init}, schedule {args.sched}, decay {args.decay}, gelu {args.gelu},"
       f" beta2 {args.beta2}, clip {args.clip}", flush=True)
 for epoch in range(args.epochs):
     model.train()
