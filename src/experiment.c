@@ -62,8 +62,8 @@ const et_option_decl et_train_options[] = {
     {"qkv_init", ET_OPTION_TYPE_CHOICE, "init", 0, -1, "init|xavier",
      "the attention's q/k/v projection matrices (self-attention's packed QKV, cross-attention's "
      "q and k/v): drawn by `init`, or Xavier-uniform as torch's nn.MultiheadAttention whatever "
-     "`init` says (softmax's logits then start near unit scale; init = normal alone makes them "
-     "about 0.03, a near-uniform attention)"},
+     "`init` says (at E 64 with heads of 16, softmax's logits then start with sd about 0.5; "
+     "under init = normal alone about 0.02, a near-uniform attention)"},
     {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
      "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
      "(uncut under init = torch) "
