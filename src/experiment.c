@@ -64,6 +64,10 @@ const et_option_decl et_train_options[] = {
      "q and k/v): drawn by `init`, or Xavier-uniform as torch's nn.MultiheadAttention whatever "
      "`init` says (at E 64 with heads of 16, softmax's logits then start with sd about 0.5; "
      "under init = normal alone about 0.02, a near-uniform attention)"},
+    {"init_from", ET_OPTION_TYPE_STRING, "", 1, 0, NULL,
+     "start the supernet from the parameters of this etnas checkpoint (a model over the same "
+     "space; its optimizer state and step are not used) instead of the `init` draw: a warm "
+     "start, or weights drawn elsewhere (\"\": off)"},
     {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
      "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
      "(uncut under init = torch) "

@@ -1468,6 +1468,23 @@ static int setup(runner *r, int resume, char **err)
     if ((rc = et_model_create(&x->space, &mc, &r->base, &r->model, err)))
         return rc;
     et_model_init(r->model, r->base.seed);
+    const char *init_from = train_opt(r, "init_from")->s;
+    if (init_from && *init_from) {
+        et_checkpoint_info *info = calloc(1, sizeof *info);
+        if (!info)
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        char *why = NULL;
+        rc = et_checkpoint_load(init_from, r->model, NULL, info, &why);
+        free(info);
+        if (rc) {
+            /* a file that does not fit the experiment is a configuration error */
+            rc = et_fail(err, rc == ET_STATUS_ERR_NOMEM ? rc : ET_STATUS_ERR_USAGE,
+                         "[train] init_from: %s", why ? why : "cannot load");
+            free(why);
+            return rc;
+        }
+        et_log(ET_LOG_LEVEL_INFO, "supernet: parameters from %s", init_from);
+    }
     if ((rc = et_trainer_create(&r->trainer, &r->tcfg, r->model, r->task_vt, r->task, &r->info,
                                 err)))
         return rc;

@@ -53,7 +53,7 @@ INI
 # results.csv holds no wall times: interrupted or not, it must be the same
 results() { cat "$1/results.csv"; }
 
-echo "1..14"
+echo "1..16"
 write_ini "$tmp/a" 300
 "$etnas" run "$tmp/a.ini" >"$tmp/a.out" 2>"$tmp/a.err"
 rc=$?
@@ -181,6 +181,35 @@ if [ $rc -eq 0 ] && grep -q '^| random | 1 | 1 | - | 0\.[0-9]* |' "$tmp/nv.out";
 else
     not_ok "one arch without valid" "exit $rc" "$(cat "$tmp/nv.out")" "$(tail -n 3 "$tmp/nv.err")"
 fi
+
+# init_from: a run that starts from another run's final supernet checkpoint
+# and trains 0 steps tests that run's weights; a file that does not fit is
+# refused in one line, exit 2
+"$etnas" run "$tmp/nv.ini" --set task.valid=0 --set final.retrain=false \
+    --set experiment.output="$tmp/w0" >"$tmp/w0.out" 2>"$tmp/w0.err"
+"$etnas" run "$tmp/nv.ini" --set task.valid=0 --set final.retrain=false --set train.steps=0 \
+    --set train.init_from="$tmp/w0/supernet.ckpt" --set experiment.output="$tmp/w1" >"$tmp/w1.out" 2>"$tmp/w1.err"
+rc=$?
+t0=$(awk -F, 'NR == 2 {print $5}' "$tmp/w0/results.csv")
+t1=$(awk -F, 'NR == 2 {print $5}' "$tmp/w1/results.csv")
+t2=$(awk -F, 'NR == 2 {print $5}' "$tmp/nv/results.csv")
+if [ $rc -eq 0 ] && [ -n "$t0" ] && [ "$t0" = "$t1" ] && [ "$t0" != "$t2" ] &&
+    grep -q "supernet: parameters from $tmp/w0/supernet.ckpt" "$tmp/w1.err"; then
+    ok "train.init_from starts from a checkpoint's weights (0 steps test them: $t1)"
+else
+    not_ok "init_from" "exit $rc: tested $t1, the checkpoint's run $t0, retrained $t2" "$(tail -n 3 "$tmp/w1.err")"
+fi
+bad=0
+for f in "$tmp/none.ckpt" "$tmp/a/supernet.ckpt"; do
+    "$etnas" run "$tmp/nv.ini" --set task.valid=0 --set train.init_from="$f" \
+        --set experiment.output="$tmp/w2" >/dev/null 2>"$tmp/w2.err"
+    rc=$?
+    { [ $rc -eq 2 ] && [ "$(grep -c '^etnas run:' "$tmp/w2.err")" -eq 1 ] &&
+        tail -n 1 "$tmp/w2.err" | grep -q "^etnas run: \[train\] init_from: $f: "; } ||
+        { bad=1; cat "$tmp/w2.err"; }
+done
+[ $bad -eq 0 ] && ok "init_from a missing file or another space's checkpoint: one line naming it, exit 2" ||
+    not_ok "init_from refusals"
 
 # killed runs: a longer supernet so the kills land in training and search
 write_ini "$tmp/full" 1500
