@@ -30,6 +30,9 @@ without fashion-vit.ini's options), one difference at a time:
 model (e.g. one update at lr 1e-30, as the parity check's init run, holds
 etnas's initial draw) instead of drawing them: with this script's data order,
 it separates the initial draw from the rest of training.
+--to-etnas TEMPLATE OUT writes this script's initial draw (--seed, --init) as
+an etnas checkpoint OUT, taking the header from TEMPLATE (an etnas checkpoint
+of this model), for etnas's [train] init_from, and stops.
 --parity DIR checks etnas against this script update by update instead of
 training (bench/fashion_vit_parity.sh writes DIR and calls it).
 
@@ -42,6 +45,7 @@ import math
 import struct
 import sys
 import time
+import zlib
 
 import torch
 import torch.nn as nn
@@ -54,6 +58,7 @@ ap.add_argument("--epochs", type=int, default=5)
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 ap.add_argument("--init", choices=["torch", "trunc", "trunc-qkv"], default="torch")
 ap.add_argument("--from-etnas", metavar="CKPT")
+ap.add_argument("--to-etnas", nargs=2, metavar=("TEMPLATE", "OUT"))
 ap.add_argument("--sched", choices=["onecycle", "linear"], default="onecycle")
 ap.add_argument("--decay", choices=["all", "weights"], default="all")
 ap.add_argument("--gelu", choices=["erf", "tanh"], default="erf")
@@ -188,6 +193,28 @@ def checkpoint(path):
     return step, table, floats[:n], floats[n:] if has_opt else None
 
 
+def write_checkpoint(template, out, model):
+    """The model's parameters as an etnas checkpoint (weights only, step 0)
+    with the space text and RNG state of `template`, CRCs as src/checkpoint.c."""
+    with open(template, "rb") as f:
+        raw = f.read()
+    version, _, _, key, counter, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
+    _, table, _, _ = checkpoint(template)
+    ps = etnas_order(model)
+    if [(name, r * c) for name, r, c in table] != [(name, p.numel()) for name, p in ps]:
+        sys.exit(f"{template}: the checkpoint's tensors are not this model's")
+    head = raw[:8] + struct.pack("<IIQQQQIII", version, 0, 0, key, counter, n, nt, slen, alen)
+    head += raw[60:60 + slen + alen]
+    body = b""
+    for (name, rows, cols), (_, p) in zip(table, ps):
+        data = p.detach().reshape(-1).contiguous().numpy().astype("<f4").tobytes()
+        head += struct.pack("<I", len(name)) + name.encode() + struct.pack("<IIII", rows, cols,
+                                                                            zlib.crc32(data), 0)
+        body += data
+    with open(out, "wb") as f:
+        f.write(head + struct.pack("<I", zlib.crc32(head)) + body)
+
+
 def parity(folder, x, y):
     """etnas against this script, update by update, on one full batch of the
     first len(x) training images: the gradient at etnas's initial weights, then
@@ -259,6 +286,9 @@ if args.init != "torch":
             nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
+if args.to_etnas:
+    write_checkpoint(args.to_etnas[0], args.to_etnas[1], model)
+    sys.exit(0)
 if args.from_etnas:
     _, table, p0, _ = checkpoint(args.from_etnas)
     ps = etnas_order(model)
