@@ -29,7 +29,9 @@ without fashion-vit.ini's options), one difference at a time:
 --from-etnas CKPT starts from the parameters of an etnas checkpoint of this
 model (e.g. one update at lr 1e-30, as the parity check's init run, holds
 etnas's initial draw) instead of drawing them: with this script's data order,
-it separates the initial draw from the rest of training.
+it separates the initial draw from the rest of training (the data order
+of a --seed is that of the run drawing its own weights with the same --init:
+the draw is made, then overwritten).
 --to-etnas TEMPLATE OUT writes this script's initial draw (--seed, --init) as
 an etnas checkpoint OUT, taking the header from TEMPLATE (an etnas checkpoint
 of this model), for etnas's [train] init_from, and stops.
@@ -57,8 +59,9 @@ ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--epochs", type=int, default=5)
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 ap.add_argument("--init", choices=["torch", "trunc", "trunc-qkv"], default="torch")
-ap.add_argument("--from-etnas", metavar="CKPT")
-ap.add_argument("--to-etnas", nargs=2, metavar=("TEMPLATE", "OUT"))
+swap = ap.add_mutually_exclusive_group()
+swap.add_argument("--from-etnas", metavar="CKPT")
+swap.add_argument("--to-etnas", nargs=2, metavar=("TEMPLATE", "OUT"))
 ap.add_argument("--sched", choices=["onecycle", "linear"], default="onecycle")
 ap.add_argument("--decay", choices=["all", "weights"], default="all")
 ap.add_argument("--gelu", choices=["erf", "tanh"], default="erf")
@@ -199,6 +202,8 @@ def write_checkpoint(template, out, model):
     with open(template, "rb") as f:
         raw = f.read()
     version, _, _, key, counter, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
+    if raw[:8] != b"ETNASCKP" or version != 1:
+        sys.exit(f"{template}: not an etnas checkpoint of format version 1")
     _, table, _, _ = checkpoint(template)
     ps = etnas_order(model)
     if [(name, r * c) for name, r, c in table] != [(name, p.numel()) for name, p in ps]:
@@ -208,8 +213,8 @@ def write_checkpoint(template, out, model):
     body = b""
     for (name, rows, cols), (_, p) in zip(table, ps):
         data = p.detach().reshape(-1).contiguous().numpy().astype("<f4").tobytes()
-        head += struct.pack("<I", len(name)) + name.encode() + struct.pack("<IIII", rows, cols,
-                                                                            zlib.crc32(data), 0)
+        head += struct.pack("<I", len(name.encode())) + name.encode() + \
+            struct.pack("<IIII", rows, cols, zlib.crc32(data), 0)
         body += data
     with open(out, "wb") as f:
         f.write(head + struct.pack("<I", zlib.crc32(head)) + body)
@@ -270,13 +275,7 @@ def parity(folder, x, y):
     return 0 if ok else 1
 
 
-xtr, ytr = images("train")
-if args.parity:
-    n = args.parity_images
-    sys.exit(parity(args.parity, xtr[:n], ytr[:n]))
-xte, yte = images("t10k")
-mean, std = xtr.mean().item(), xtr.std().item()
-xtr, xte = (xtr - mean) / std, (xte - mean) / std
+# the draw first: loading the images consumes no random numbers
 model = ViT()
 if args.init != "torch":
     for name, p in model.named_parameters():
@@ -289,6 +288,13 @@ if args.init != "torch":
 if args.to_etnas:
     write_checkpoint(args.to_etnas[0], args.to_etnas[1], model)
     sys.exit(0)
+xtr, ytr = images("train")
+if args.parity:
+    n = args.parity_images
+    sys.exit(parity(args.parity, xtr[:n], ytr[:n]))
+xte, yte = images("t10k")
+mean, std = xtr.mean().item(), xtr.std().item()
+xtr, xte = (xtr - mean) / std, (xte - mean) / std
 if args.from_etnas:
     _, table, p0, _ = checkpoint(args.from_etnas)
     ps = etnas_order(model)

@@ -160,6 +160,77 @@ static int get(rbuf *r, void *p, size_t n, const char *what)
     return 0;
 }
 
+/* The fixed header and the space text of an open checkpoint: the magic and
+ * version checked, *space (malloc'd, NUL-terminated) set on success. */
+typedef struct ckp_head {
+    uint32_t flags, nt, slen, alen;
+    uint64_t step, key, counter, n;
+} ckp_head;
+
+static int read_head(rbuf *r, ckp_head *h, char **space)
+{
+    char mg[8];
+    uint32_t version;
+    int rc;
+    *space = NULL;
+    if ((rc = get(r, mg, 8, "the magic")))
+        return rc;
+    if (memcmp(mg, magic, 8))
+        return et_fail(r->err, ET_STATUS_ERR_FORMAT, "%s: not an etnas checkpoint (bad magic)",
+                       r->path);
+    if ((rc = get(r, &version, 4, "the version")))
+        return rc;
+    if (version != ET_CHECKPOINT_VERSION)
+        return et_fail(r->err, ET_STATUS_ERR_FORMAT,
+                       "%s: checkpoint format version %u, this etnas reads version %d", r->path,
+                       version, ET_CHECKPOINT_VERSION);
+    if ((rc = get(r, &h->flags, 4, "the header")) || (rc = get(r, &h->step, 8, "the header")) ||
+        (rc = get(r, &h->key, 8, "the header")) || (rc = get(r, &h->counter, 8, "the header")) ||
+        (rc = get(r, &h->n, 8, "the header")) || (rc = get(r, &h->nt, 4, "the header")) ||
+        (rc = get(r, &h->slen, 4, "the header")) || (rc = get(r, &h->alen, 4, "the header")))
+        return rc;
+    if (h->slen > (1u << 20) || h->alen >= sizeof ((et_checkpoint_info *)0)->arch)
+        return et_fail(r->err, ET_STATUS_ERR_FORMAT, "%s: corrupted header (text lengths %u, %u)",
+                       r->path, h->slen, h->alen);
+    *space = malloc((size_t)h->slen + 1);
+    if (!*space)
+        return et_fail(r->err, ET_STATUS_ERR_NOMEM, "%s: out of memory", r->path);
+    if ((rc = get(r, *space, h->slen, "the space text"))) {
+        free(*space);
+        *space = NULL;
+        return rc;
+    }
+    (*space)[h->slen] = 0;
+    return 0;
+}
+
+/* 0 when text is space's canonical text, else a one-line refusal. */
+static int same_space(const char *path, const et_space *space, const char *text, char **err)
+{
+    char mine[65536];
+    et_space_format(space, mine, sizeof mine);
+    if (strcmp(mine, text) != 0)
+        return et_fail(err, ET_STATUS_ERR_FORMAT,
+                       "%s: written for another search space than this experiment's", path);
+    return 0;
+}
+
+int et_checkpoint_check_space(const char *path, const et_space *space, char **err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return et_fail(err, ET_STATUS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    rbuf r = {path, f, crc32(0, Z_NULL, 0), 0, err};
+    ckp_head h;
+    char *text;
+    int rc = read_head(&r, &h, &text);
+    if (!rc)
+        rc = same_space(path, space, text, err);
+    fclose(f);
+    free(text);
+    return rc;
+}
+
 int et_checkpoint_load(const char *path, et_model *m, et_optim *opt, et_checkpoint_info *info,
                        char **err)
 {
@@ -168,9 +239,7 @@ int et_checkpoint_load(const char *path, et_model *m, et_optim *opt, et_checkpoi
         return et_fail(err, ET_STATUS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     rbuf r = {path, f, crc32(0, Z_NULL, 0), 0, err};
     int rc = 0;
-    char mg[8];
-    uint32_t version, flags, nt, slen, alen;
-    uint64_t step, key, counter, n;
+    ckp_head h;
     int64_t have_n;
     float *p = et_model_params(m, &have_n);
     int32_t have_nt;
@@ -178,43 +247,14 @@ int et_checkpoint_load(const char *path, et_model *m, et_optim *opt, et_checkpoi
     uint32_t *crcs = NULL;
     char *space = NULL;
     float *data = NULL;
-    if ((rc = get(&r, mg, 8, "the magic")))
+    if ((rc = read_head(&r, &h, &space)) || (rc = get(&r, info->arch, h.alen, "the arch text")))
         goto done;
-    if (memcmp(mg, magic, 8)) {
-        rc = et_fail(err, ET_STATUS_ERR_FORMAT, "%s: not an etnas checkpoint (bad magic)", path);
+    info->arch[h.alen] = 0;
+    if ((rc = same_space(path, et_model_space(m), space, err)))
         goto done;
-    }
-    if ((rc = get(&r, &version, 4, "the version")))
-        goto done;
-    if (version != ET_CHECKPOINT_VERSION) {
-        rc = et_fail(err, ET_STATUS_ERR_FORMAT,
-                     "%s: checkpoint format version %u, this etnas reads version %d", path, version,
-                     ET_CHECKPOINT_VERSION);
-        goto done;
-    }
-    if ((rc = get(&r, &flags, 4, "the header")) || (rc = get(&r, &step, 8, "the header")) ||
-        (rc = get(&r, &key, 8, "the header")) || (rc = get(&r, &counter, 8, "the header")) ||
-        (rc = get(&r, &n, 8, "the header")) || (rc = get(&r, &nt, 4, "the header")) ||
-        (rc = get(&r, &slen, 4, "the header")) || (rc = get(&r, &alen, 4, "the header")))
-        goto done;
-    if (slen > (1u << 20) || alen >= sizeof info->arch) {
-        rc = et_fail(err, ET_STATUS_ERR_FORMAT, "%s: corrupted header (text lengths %u, %u)", path,
-                     slen, alen);
-        goto done;
-    }
-    space = malloc((size_t)slen + 1);
-    if (!space) {
-        rc = et_fail(err, ET_STATUS_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    if ((rc = get(&r, space, slen, "the space text")) ||
-        (rc = get(&r, info->arch, alen, "the arch text")))
-        goto done;
-    space[slen] = 0;
-    info->arch[alen] = 0;
-    char mine[65536];
-    et_space_format(et_model_space(m), mine, sizeof mine);
-    if (strcmp(mine, space) != 0 || n != (uint64_t)have_n || nt != (uint32_t)have_nt) {
+    uint32_t flags = h.flags, nt = h.nt;
+    uint64_t n = h.n;
+    if (n != (uint64_t)have_n || nt != (uint32_t)have_nt) {
         rc = et_fail(err, ET_STATUS_ERR_FORMAT,
                      "%s: written for another search space than this experiment's", path);
         goto done;
@@ -298,9 +338,9 @@ int et_checkpoint_load(const char *path, et_model *m, et_optim *opt, et_checkpoi
         memcpy(opt->t, dt, sizeof(int64_t) * (size_t)n);
         opt->step = (int64_t)opt_step;
     }
-    info->step = (int64_t)step;
-    info->rng.key = key;
-    info->rng.counter = counter;
+    info->step = (int64_t)h.step;
+    info->rng.key = h.key;
+    info->rng.counter = h.counter;
 done:
     fclose(f);
     free(crcs);

@@ -29,5 +29,8 @@ int et_checkpoint_save(const char *path, et_model *m, const et_optim *opt,
  * created for the same parameter count. */
 int et_checkpoint_load(const char *path, et_model *m, et_optim *opt, et_checkpoint_info *info,
                        char **err);
+/* 0 when the file at path is an etnas checkpoint written for `space`
+ * (magic, version and space text; the tensors are checked by load). */
+int et_checkpoint_check_space(const char *path, const et_space *space, char **err);
 
 #endif

@@ -11,6 +11,7 @@
 #include <etnas/proxy.h>
 #include <etnas/rng.h>
 
+#include "checkpoint.h"
 #include "options.h"
 #include "space.h"
 #include "util.h"
@@ -65,9 +66,10 @@ const et_option_decl et_train_options[] = {
      "`init` says (at E 64 with heads of 16, softmax's logits then start with sd about 0.5; "
      "under init = normal alone about 0.02, a near-uniform attention)"},
     {"init_from", ET_OPTION_TYPE_STRING, "", 1, 0, NULL,
-     "start the supernet from the parameters of this etnas checkpoint (a model over the same "
-     "space; its optimizer state and step are not used) instead of the `init` draw: a warm "
-     "start, or weights drawn elsewhere (\"\": off)"},
+     "start the supernet (and PAR's soft supernet) from the parameters of this etnas "
+     "checkpoint, written for the same space (its optimizer state and step are not used), "
+     "instead of the `init` draw: a warm start, or weights drawn elsewhere; [final] "
+     "retraining still draws by `init` (\"\": off)"},
     {"pos_init_std", ET_OPTION_TYPE_FLOAT, "0.02", 1e-6, 10, NULL,
      "learned position embeddings and the class token at init: N(0, std^2) cut at 2 std "
      "(uncut under init = torch) "
@@ -334,6 +336,24 @@ static int parse_constraints(et_experiment *x, const et_config_section *sec, cha
     return 0;
 }
 
+/* [train] init_from names a checkpoint of this experiment's space: checked
+ * with the rest of the file, before anything runs. */
+static int check_init_from(const et_experiment *x, const et_config_section *train, char **err)
+{
+    const char *path = et_option_find(et_train_options, x->train, "init_from")->s;
+    if (!path || !*path)
+        return 0;
+    char *why = NULL;
+    if (!et_checkpoint_check_space(path, &x->space, &why))
+        return 0;
+    char where[512];
+    et_where(et_config_entry_find(train, "init_from"), where, sizeof where);
+    int rc = et_fail(err, ET_STATUS_ERR_USAGE, "%s: [train] init_from: %s", where,
+                     why ? why : "cannot read");
+    free(why);
+    return rc;
+}
+
 int et_experiment_load(const char *path, char *const *overrides, int n_overrides, int verbose,
                        et_experiment *x, char **err)
 {
@@ -411,6 +431,8 @@ int et_experiment_load(const char *path, char *const *overrides, int n_overrides
                               x->train, err)) ||
         (rc = et_options_bind(et_final_options, final ? final : &empty_final, NULL, verbose,
                               x->final, err)))
+        return rc;
+    if ((rc = check_init_from(x, train, err)))
         return rc;
     const et_config_section *cons = et_config_find(&x->cfg, "constraints");
     if (cons && (rc = parse_constraints(x, cons, err)))

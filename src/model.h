@@ -160,7 +160,8 @@ const et_tensor *et_model_tensors(const et_model *m, int32_t *n);
 /* Zero the gradients of the bound slices. */
 void et_model_zero_grads(et_model *m);
 /* Initialise every parameter, seeded, by cfg.init (et_init) — zeros and
- * ones for biases and norms, an identity tap for Primer's dconv. */
+ * ones for biases and norms, an identity tap for Primer's dconv; the q/k/v
+ * matrices as torch's when cfg.qkv_xavier. */
 void et_model_init(et_model *m, uint64_t seed);
 
 /* The model's space, and the bound architecture (NULL before any bind). */

@@ -823,6 +823,30 @@ static int32_t host_soft_weight_count(void *ctx, int32_t ops)
     return soft_count(((strategy *)ctx)->r, ops);
 }
 
+/* [train] init_from: the parameters of model m from that checkpoint
+ * (checked against the space when the experiment was loaded; a file that
+ * changed since is refused as a configuration error too). */
+static int load_init_from(const runner *r, et_model *m, const char *what, char **err)
+{
+    const char *path = train_opt(r, "init_from")->s;
+    if (!path || !*path)
+        return 0;
+    et_checkpoint_info *info = calloc(1, sizeof *info);
+    if (!info)
+        return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+    char *why = NULL;
+    int rc = et_checkpoint_load(path, m, NULL, info, &why);
+    free(info);
+    if (rc) {
+        rc = et_fail(err, rc == ET_STATUS_ERR_NOMEM ? rc : ET_STATUS_ERR_USAGE,
+                     "[train] init_from: %s", why ? why : "cannot load");
+        free(why);
+        return rc;
+    }
+    et_log(ET_LOG_LEVEL_INFO, "%s: parameters from %s", what, path);
+    return 0;
+}
+
 /* The private soft supernet of strategy s, made on first use. */
 static int soft_ready(strategy *s, int32_t ops, char **err)
 {
@@ -840,6 +864,10 @@ static int soft_ready(strategy *s, int32_t ops, char **err)
     if (rc)
         return rc;
     et_model_init(s->soft_model, h.seed);
+    char what[320];
+    snprintf(what, sizeof what, "[%s] soft supernet", s->sp->sec->name);
+    if ((rc = load_init_from(r, s->soft_model, what, err)))
+        return rc;
     et_train_config tc = r->tcfg;
     tc.seed ^= s->host.seed;
     tc.sampling = ET_SAMPLING_UNIFORM; /* one fixed arch per update: seek counts one member */
@@ -1468,47 +1496,30 @@ static int setup(runner *r, int resume, char **err)
     if ((rc = et_model_create(&x->space, &mc, &r->base, &r->model, err)))
         return rc;
     et_model_init(r->model, r->base.seed);
-    const char *init_from = train_opt(r, "init_from")->s;
-    if (init_from && *init_from) {
-        et_checkpoint_info *info = calloc(1, sizeof *info);
-        if (!info)
-            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-        char *why = NULL;
-        rc = et_checkpoint_load(init_from, r->model, NULL, info, &why);
-        free(info);
-        if (rc) {
-            /* a file that does not fit the experiment is a configuration error */
-            rc = et_fail(err, rc == ET_STATUS_ERR_NOMEM ? rc : ET_STATUS_ERR_USAGE,
-                         "[train] init_from: %s", why ? why : "cannot load");
-            free(why);
-            return rc;
-        }
-        et_log(ET_LOG_LEVEL_INFO, "supernet: parameters from %s", init_from);
-    }
     if ((rc = et_trainer_create(&r->trainer, &r->tcfg, r->model, r->task_vt, r->task, &r->info,
                                 err)))
         return rc;
     r->trainer_ready = 1;
-    if (resume) {
-        et_store_checkpoint ck;
-        rc = et_store_checkpoint_latest(r->store, r->run_id, "supernet", &ck, err);
-        if (rc < 0)
-            return rc;
-        if (rc == 1) {
-            et_checkpoint_info *info = calloc(1, sizeof *info);
-            if (!info)
-                return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
-            rc = et_checkpoint_load(ck.path, r->model, &r->trainer.optim, info, err);
-            if (!rc) {
-                et_trainer_seek(&r->trainer, info->step);
-                r->trainer.rng = info->rng;
-                et_log(ET_LOG_LEVEL_INFO, "resumed the supernet at step %lld from %s",
-                       (long long)info->step, ck.path);
-            }
-            free(info);
-            if (rc)
-                return rc;
+    et_store_checkpoint ck;
+    rc = resume ? et_store_checkpoint_latest(r->store, r->run_id, "supernet", &ck, err) : 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 0 && (rc = load_init_from(r, r->model, "supernet", err))) /* not when a checkpoint follows */
+        return rc;
+    if (rc == 1) { /* resumed: the last stored checkpoint */
+        et_checkpoint_info *info = calloc(1, sizeof *info);
+        if (!info)
+            return et_fail(err, ET_STATUS_ERR_NOMEM, "out of memory");
+        rc = et_checkpoint_load(ck.path, r->model, &r->trainer.optim, info, err);
+        if (!rc) {
+            et_trainer_seek(&r->trainer, info->step);
+            r->trainer.rng = info->rng;
+            et_log(ET_LOG_LEVEL_INFO, "resumed the supernet at step %lld from %s",
+                   (long long)info->step, ck.path);
         }
+        free(info);
+        if (rc)
+            return rc;
     }
 
     /* proxies, then strategies */

@@ -216,3 +216,43 @@ Test(checkpoint, failed_write_keeps_the_previous_file)
     run_free(&fresh);
     run_free(&r);
 }
+
+/* A weights-only checkpoint (what init_from reads, and what
+ * bench/fashion_vit_torch.py --to-etnas writes): an exact round trip of the
+ * parameters, refused where optimizer state is wanted; the space check that
+ * `etnas check` makes of init_from reads the header alone. */
+Test(checkpoint, weights_only_round_trip_and_space_check)
+{
+    run a, b, other;
+    run_init(&a, space_text);
+    run_init(&b, space_text);
+    run_init(&other, "encoder_embed_dim = 8, 16\nencoder_layers = 1..2\nencoder_ffn_dim = 16, 24\n"
+                      "encoder_heads = 2\nhead_dim = 4\nnorm = pre\n");
+    for (int64_t s = 0; s < 3; s++)
+        train_step(&a, s);
+    const char *path = tmp_path("weights");
+    char *err = NULL;
+    et_checkpoint_info info = {.step = 3};
+    cr_assert_eq(et_checkpoint_save(path, a.m, NULL, &info, &err), 0, "%s", err);
+    int64_t n;
+    float *pa = et_model_params(a.m, &n), *pb = et_model_params(b.m, NULL);
+    cr_assert_neq(memcmp(pa, pb, sizeof(float) * (size_t)n), 0, "trained and fresh differ");
+    expect_refusal(path, &b, "has no optimizer state to resume from");
+    et_checkpoint_info got;
+    cr_assert_eq(et_checkpoint_load(path, b.m, NULL, &got, &err), 0, "%s", err);
+    cr_assert_eq(memcmp(pa, pb, sizeof(float) * (size_t)n), 0, "the parameters, exactly");
+    cr_assert_eq(got.step, 3);
+    cr_assert_eq(et_checkpoint_check_space(path, &a.s, &err), 0, "%s", err);
+    cr_assert_neq(et_checkpoint_check_space(path, &other.s, &err), 0);
+    cr_assert(strstr(err, "written for another search space") && !strncmp(err, path, strlen(path)),
+              "%s", err);
+    free(err);
+    err = NULL;
+    unlink(path);
+    cr_assert_neq(et_checkpoint_check_space(path, &a.s, &err), 0);
+    cr_assert(strstr(err, "cannot open") && !strncmp(err, path, strlen(path)), "%s", err);
+    free(err);
+    run_free(&other);
+    run_free(&b);
+    run_free(&a);
+}

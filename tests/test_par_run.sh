@@ -53,7 +53,7 @@ retrain = false
 INI
 }
 
-echo "1..6"
+echo "1..7"
 ini plain 300 0 >"$tmp/plain.ini"
 "$etnas" run "$tmp/plain.ini" >"$tmp/plain.out" 2>"$tmp/plain.err"
 rc=$?
@@ -120,4 +120,16 @@ else
 fi
 [ $killed -ge 1 ] && ok "at least one kill landed before the run finished" ||
     not_ok "no kill landed (the run finished too fast)"
+# train.init_from reaches the soft supernet too: a run from the first run's
+# soft supernet checkpoint loads it into both models
+"$etnas" run "$tmp/plain.ini" --set experiment.output="$tmp/warm" \
+    --set train.init_from="$tmp/plain/search_par.ckpt" >"$tmp/warm.out" 2>"$tmp/warm.err"
+rc=$?
+if [ $rc -eq 0 ] && grep -q "^etnas: info: \[search par\] soft supernet: parameters from $tmp/plain/search_par.ckpt$" "$tmp/warm.err" &&
+    grep -q "^etnas: info: supernet: parameters from $tmp/plain/search_par.ckpt$" "$tmp/warm.err"; then
+    ok "init_from starts par's soft supernet from the checkpoint as well"
+else
+    not_ok "par init_from" "exit $rc" "$(tail -n 3 "$tmp/warm.err")"
+fi
+
 [ $fails -eq 0 ]

@@ -183,32 +183,37 @@ else
 fi
 
 # init_from: a run that starts from another run's final supernet checkpoint
-# and trains 0 steps tests that run's weights; a file that does not fit is
-# refused in one line, exit 2
-"$etnas" run "$tmp/nv.ini" --set task.valid=0 --set final.retrain=false \
-    --set experiment.output="$tmp/w0" >"$tmp/w0.out" 2>"$tmp/w0.err"
-"$etnas" run "$tmp/nv.ini" --set task.valid=0 --set final.retrain=false --set train.steps=0 \
-    --set train.init_from="$tmp/w0/supernet.ckpt" --set experiment.output="$tmp/w1" >"$tmp/w1.out" 2>"$tmp/w1.err"
+# and trains 0 steps tests that run's weights (a 0-step run without it tests
+# its own initial draw); a file that does not fit is refused before anything
+# runs, in one line naming the option and the file, exit 2
+nv0() { # OUT [--set ...]
+    out=$1
+    shift
+    "$etnas" run "$tmp/nv.ini" --set task.valid=0 --set final.retrain=false \
+        --set experiment.output="$tmp/$out" "$@" >"$tmp/$out.out" 2>"$tmp/$out.err"
+}
+test_of() { awk -F, 'NR == 2 {print $5}' "$tmp/$1/results.csv"; }
+nv0 w0
+nv0 w1 --set train.steps=0 --set train.init_from="$tmp/w0/supernet.ckpt"
 rc=$?
-t0=$(awk -F, 'NR == 2 {print $5}' "$tmp/w0/results.csv")
-t1=$(awk -F, 'NR == 2 {print $5}' "$tmp/w1/results.csv")
-t2=$(awk -F, 'NR == 2 {print $5}' "$tmp/nv/results.csv")
-if [ $rc -eq 0 ] && [ -n "$t0" ] && [ "$t0" = "$t1" ] && [ "$t0" != "$t2" ] &&
+nv0 w3 --set train.steps=0
+t0=$(test_of w0) t1=$(test_of w1) t3=$(test_of w3)
+if [ $rc -eq 0 ] && [ -n "$t0" ] && [ "$t0" = "$t1" ] && [ "$t1" != "$t3" ] &&
     grep -q "supernet: parameters from $tmp/w0/supernet.ckpt" "$tmp/w1.err"; then
-    ok "train.init_from starts from a checkpoint's weights (0 steps test them: $t1)"
+    ok "train.init_from starts from a checkpoint's weights (0 steps test them: $t1; its own draw: $t3)"
 else
-    not_ok "init_from" "exit $rc: tested $t1, the checkpoint's run $t0, retrained $t2" "$(tail -n 3 "$tmp/w1.err")"
+    not_ok "init_from" "exit $rc: tested $t1, the checkpoint's run $t0, the own draw $t3" "$(tail -n 3 "$tmp/w1.err")"
 fi
 bad=0
 for f in "$tmp/none.ckpt" "$tmp/a/supernet.ckpt"; do
-    "$etnas" run "$tmp/nv.ini" --set task.valid=0 --set train.init_from="$f" \
-        --set experiment.output="$tmp/w2" >/dev/null 2>"$tmp/w2.err"
+    rm -rf "$tmp/w2"
+    nv0 w2 --set train.init_from="$f"
     rc=$?
-    { [ $rc -eq 2 ] && [ "$(grep -c '^etnas run:' "$tmp/w2.err")" -eq 1 ] &&
-        tail -n 1 "$tmp/w2.err" | grep -q "^etnas run: \[train\] init_from: $f: "; } ||
-        { bad=1; cat "$tmp/w2.err"; }
+    { [ $rc -eq 2 ] && [ "$(wc -l <"$tmp/w2.err")" -eq 1 ] &&
+        grep -q "^etnas run: --set: \[train\] init_from: $f: " "$tmp/w2.err" &&
+        ! has_run "$tmp/w2/store.sqlite"; } || { bad=1; cat "$tmp/w2.err"; }
 done
-[ $bad -eq 0 ] && ok "init_from a missing file or another space's checkpoint: one line naming it, exit 2" ||
+[ $bad -eq 0 ] && ok "init_from a missing file or another space's checkpoint: one line naming it, exit 2, no run stored" ||
     not_ok "init_from refusals"
 
 # killed runs: a longer supernet so the kills land in training and search
