@@ -301,20 +301,31 @@ static void value_stats(const float *v, int64_t n, double *maxabs, double *ms)
     }
 }
 
+/* A model of SPACE("pre") sizes over space s, drawn by cfg's init options
+ * with seed (one at a time: the host is shared). */
+static et_model *drawn(et_space *s, et_model_config cfg, int seed)
+{
+    static et_host host;
+    et_host_init(&host, seed, 1, s);
+    cfg.input_dim = IN;
+    cfg.max_len = LEN;
+    cfg.num_classes = C;
+    cfg.max_batch = B;
+    cfg.enc_attention = ref_impl;
+    et_model *m;
+    char *err = NULL;
+    cr_assert_eq(et_model_create(s, &cfg, &host, &m, &err), 0, "%s", err);
+    et_model_init(m, (uint64_t)seed);
+    return m;
+}
+
 /* pos_init_std draws the learned positions and the class token from
  * N(0, std^2) cut at 2 std; everything else keeps N(0, 0.02^2); 0 means 0.02. */
 Test(model, pos_init_std_scales_positions_and_class_token)
 {
     et_space s = tu_space(SPACE("pre"));
     for (int with = 0; with < 2; with++) {
-        static et_host host;
-        et_host_init(&host, 5, 1, &s);
-        et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
-                               .enc_attention = ref_impl, .pos_init_std = with ? 1.0 : 0.0};
-        et_model *m;
-        char *err = NULL;
-        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
-        et_model_init(m, 5);
+        et_model *m = drawn(&s, (et_model_config){.pos_init_std = with ? 1.0 : 0.0}, 5);
         int32_t nt, seen = 0;
         const et_tensor *ts = et_model_tensors(m, &nt);
         const float *p = et_model_params(m, NULL);
@@ -346,14 +357,7 @@ Test(model, pos_init_std_scales_positions_and_class_token)
 Test(model, torch_init_follows_the_layer_defaults)
 {
     et_space s = tu_space(SPACE("pre"));
-    static et_host host;
-    et_host_init(&host, 6, 1, &s);
-    et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
-                           .enc_attention = ref_impl, .init = ET_INIT_TORCH};
-    et_model *m;
-    char *err = NULL;
-    cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
-    et_model_init(m, 6);
+    et_model *m = drawn(&s, (et_model_config){.init = ET_INIT_TORCH}, 6);
     int32_t nt, uniform = 0, zero = 0;
     const et_tensor *ts = et_model_tensors(m, &nt);
     const float *p = et_model_params(m, NULL);
@@ -404,16 +408,10 @@ Test(model, qkv_init_xavier_draws_only_the_attention_projection)
     float *torch_params[2] = {NULL, NULL};
     int64_t total = 0;
     for (int scheme = 0; scheme < 3; scheme++) {
-        static et_host host;
-        et_host_init(&host, 7, 1, &s);
-        et_model_config cfg = {.input_dim = IN, .max_len = LEN, .num_classes = C, .max_batch = B,
-                               .enc_attention = ref_impl,
-                               .init = scheme ? ET_INIT_TORCH : ET_INIT_NORMAL,
-                               .qkv_xavier = scheme != 2};
-        et_model *m;
-        char *err = NULL;
-        cr_assert_eq(et_model_create(&s, &cfg, &host, &m, &err), 0, "%s", err);
-        et_model_init(m, 7);
+        et_model *m = drawn(&s,
+                            (et_model_config){.init = scheme ? ET_INIT_TORCH : ET_INIT_NORMAL,
+                                              .qkv_xavier = scheme != 2},
+                            7);
         int32_t nt, qkv = 0;
         const et_tensor *ts = et_model_tensors(m, &nt);
         const float *p = et_model_params(m, &total);
