@@ -11,7 +11,8 @@
 # usual backward = 2 x forward estimate) against sgemm; then the mean and
 # sample standard deviation of test accuracy over the seeds.
 #   bench/fashion_vit.sh [BUILDDIR] [THREADS] [--all-train] [--seeds N]
-#                        [--first-seed S] [--only OP] [--set SECTION.KEY=VALUE ...]
+#                        [--first-seed S] [--only OP] [--init-from PATTERN]
+#                        [--set SECTION.KEY=VALUE ...]
 # --all-train trains on all 60,000 training images (valid_size = 0, 2,344
 # updates = 5 epochs), as a reference recipe without a validation split
 # does; by default 5,000 are held out for validation (2,149 updates).
@@ -20,6 +21,9 @@
 # given here overrides it.
 # --seeds N runs N seeds of each operator (default 1) from S (--first-seed,
 # default 1); --only OP runs one operator instead of softmax and cosformer.
+# --init-from PATTERN starts each seed's run from the parameters of an etnas
+# checkpoint ([train] init_from), PATTERN with %s replaced by the seed: e.g.
+# other generators' initial draws written by fashion_vit_torch.py --to-etnas.
 # Run alone: never beside another benchmark on a 2-core machine.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +37,7 @@ seeds=1
 first=1
 ops="softmax cosformer"
 extra=""
+init_from=""
 while [ $# -gt 0 ]; do
     case $1 in
     --all-train) steps=2344; extra="--set task.valid_size=0 --set train.steps=2344 --set train.warmup_steps=234" ;;
@@ -45,6 +50,10 @@ while [ $# -gt 0 ]; do
         case $first in '' | *[!0-9]*) echo "fashion_vit.sh: --first-seed takes a seed >= 0" >&2; exit 2 ;; esac
         shift ;;
     --only) ops=${2:-}; [ -n "$ops" ] || { echo "fashion_vit.sh: --only takes an operator" >&2; exit 2; }; shift ;;
+    --init-from)
+        init_from=${2:-}
+        case $init_from in *%s*) ;; *) echo "fashion_vit.sh: --init-from takes a path with %s for the seed" >&2; exit 2 ;; esac
+        shift ;;
     --set) break ;;
     *) echo "fashion_vit.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -53,7 +62,7 @@ done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 last=$((first + seeds - 1))
-echo "threads $threads, $steps updates = 5 epochs, seeds $first..$last${extra:+, all 60,000 training images}${*:+, $*}"
+echo "threads $threads, $steps updates = 5 epochs, seeds $first..$last${extra:+, all 60,000 training images}${init_from:+, init_from $init_from}${*:+, $*}"
 sgemm=$("$build/bench/engine" "$threads" sgemm 2>/dev/null |
     sed -n 's/^sgemm 1024^3: \([0-9.]*\) GFLOP\/s$/\1/p') || :
 [ -n "$sgemm" ] || { echo "fashion_vit.sh: no sgemm figure from $build/bench/engine (make it first)" >&2; exit 1; }
@@ -66,11 +75,13 @@ for op in $ops; do
         echo "$op: $own (chosen on validation) before the --set options given"
     fi
     for seed in $(seq "$first" "$last"); do
+        from=""
+        [ -z "$init_from" ] || from=train.init_from=$(printf '%s\n' "$init_from" | sed "s/%s/$seed/g")
         t0=$(date +%s)
         # shellcheck disable=SC2086 # extra and own hold whole --set words
         "$build/etnas" run "$here/../etc/fashion-vit.ini" --set experiment.threads="$threads" \
             --set experiment.output="$out/$op$seed" --set experiment.seed="$seed" \
-            --set space.encoder_attention=$op $extra $own "$@" \
+            --set space.encoder_attention=$op $extra $own ${from:+--set} ${from:+"$from"} "$@" \
             >"$out/$op.out" 2>"$out/$op.err" || { tail -n 3 "$out/$op.err"; exit 1; }
         t1=$(date +%s)
         rate=$(sed -n 's/.*supernet: step [0-9]*\/[0-9]*, loss [0-9.]*, \([0-9.]*\) steps\/s.*/\1/p' \

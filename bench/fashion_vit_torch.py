@@ -16,6 +16,9 @@ without fashion-vit.ini's options), one difference at a time:
                     default) instead of torch's layer defaults
   --init trunc-qkv  the same but the attention's in_proj keeps torch's
                     Xavier draw (etnas's init = normal, qkv_init = xavier)
+  --init numpy      torch's layer defaults (the distributions of --init
+                    torch) drawn from numpy's PCG64 seeded with --seed: a
+                    third generator beside torch's and etnas's
   --sched linear    linear warm-up from 0 to lr, cosine to 0, fixed betas
                     (etnas's schedule) instead of torch's OneCycleLR (warm-up
                     from lr/25, to lr/25e4, beta1 cycled 0.95 -> 0.85 -> 0.95)
@@ -35,6 +38,9 @@ the draw is made, then overwritten).
 --to-etnas TEMPLATE OUT writes this script's initial draw (--seed, --init) as
 an etnas checkpoint OUT, taking the header from TEMPLATE (an etnas checkpoint
 of this model), for etnas's [train] init_from, and stops.
+--permute-etnas CKPT OUT writes the parameters of the etnas checkpoint CKPT
+with each tensor's values put in a random order (numpy's PCG64 seeded with
+1000 + --seed) as OUT, and stops: the same values without their order.
 --parity DIR checks etnas against this script update by update instead of
 training (bench/fashion_vit_parity.sh writes DIR and calls it).
 
@@ -58,10 +64,11 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--epochs", type=int, default=5)
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-ap.add_argument("--init", choices=["torch", "trunc", "trunc-qkv"], default="torch")
+ap.add_argument("--init", choices=["torch", "trunc", "trunc-qkv", "numpy"], default="torch")
 swap = ap.add_mutually_exclusive_group()
 swap.add_argument("--from-etnas", metavar="CKPT")
 swap.add_argument("--to-etnas", nargs=2, metavar=("TEMPLATE", "OUT"))
+swap.add_argument("--permute-etnas", nargs=2, metavar=("CKPT", "OUT"))
 ap.add_argument("--sched", choices=["onecycle", "linear"], default="onecycle")
 ap.add_argument("--decay", choices=["all", "weights"], default="all")
 ap.add_argument("--gelu", choices=["erf", "tanh"], default="erf")
@@ -181,8 +188,11 @@ def etnas_order(model):
 def checkpoint(path):
     """Step, tensor table (name, rows, cols), parameters and AdamW's first
     moments of an etnas checkpoint (src/checkpoint.c's layout)."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        sys.exit(f"{path}: {e.strerror}")
     _, has_opt, step, _, _, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
     o = 8 + 52 + slen + alen
     table = []
@@ -275,9 +285,56 @@ def parity(folder, x, y):
     return 0 if ok else 1
 
 
+def numpy_draw(model, seed):
+    """torch's default initialisation of this model drawn from numpy's PCG64."""
+    import numpy as np
+    g = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name, p in etnas_order(model):  # a bias follows its weight
+            n = p.numel()
+            if name.endswith("gamma"):
+                v = np.ones(n)
+            elif name.endswith("beta") or name in ("qkv.bias", "proj.bias"):
+                v = np.zeros(n)  # nn.MultiheadAttention's biases
+            elif name in ("cls", "pos"):
+                v = 0.02 * g.standard_normal(n)  # trunc_normal_'s cut at +-2 is 100 sd
+            elif name == "qkv.weight":
+                a = math.sqrt(6 / sum(p.shape))  # Xavier
+                v = g.uniform(-a, a, n)
+            else:  # nn.Linear / nn.Conv2d: U(+-1/sqrt(fan_in)), weight and bias
+                if name.endswith("weight"):
+                    a = 1 / math.sqrt(p[0].numel())
+                v = g.uniform(-a, a, n)
+            p.copy_(torch.from_numpy(v.astype("float32")).reshape(p.shape))
+
+
+def permute_etnas(src, out, seed):
+    """The parameters of etnas checkpoint src, each tensor's values in a
+    random order, written as etnas checkpoint out."""
+    import numpy as np
+    g = np.random.default_rng(1000 + seed)
+    model = ViT()
+    _, table, p0, _ = checkpoint(src)
+    ps = etnas_order(model)
+    if [(n, r * c) for n, r, c in table] != [(n, p.numel()) for n, p in ps]:
+        sys.exit(f"{src}: the checkpoint's tensors are not this model's")
+    with torch.no_grad():
+        o = 0
+        for _, p in ps:
+            v = p0[o:o + p.numel()]
+            p.copy_(v[torch.from_numpy(g.permutation(p.numel()))].reshape(p.shape))
+            o += p.numel()
+    write_checkpoint(src, out, model)
+
+
 # the draw first: loading the images consumes no random numbers
 model = ViT()
-if args.init != "torch":
+if args.permute_etnas:
+    permute_etnas(args.permute_etnas[0], args.permute_etnas[1], args.seed)
+    sys.exit(0)
+if args.init == "numpy":
+    numpy_draw(model, args.seed)
+elif args.init != "torch":
     for name, p in model.named_parameters():
         if args.init == "trunc-qkv" and name.endswith("in_proj_weight"):
             continue
