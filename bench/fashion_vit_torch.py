@@ -308,22 +308,30 @@ def numpy_draw(model, seed):
             p.copy_(torch.from_numpy(v.astype("float32")).reshape(p.shape))
 
 
+def load_etnas(model, path):
+    """Sets the model's parameters to those of etnas checkpoint path."""
+    _, table, p0, _ = checkpoint(path)
+    ps = etnas_order(model)
+    if [(n, r * c) for n, r, c in table] != [(n, p.numel()) for n, p in ps]:
+        sys.exit(f"{path}: the checkpoint's tensors are not this model's")
+    with torch.no_grad():
+        o = 0
+        for _, p in ps:
+            p.copy_(p0[o:o + p.numel()].reshape(p.shape))
+            o += p.numel()
+
+
 def permute_etnas(src, out, seed):
     """The parameters of etnas checkpoint src, each tensor's values in a
     random order, written as etnas checkpoint out."""
     import numpy as np
     g = np.random.default_rng(1000 + seed)
     model = ViT()
-    _, table, p0, _ = checkpoint(src)
-    ps = etnas_order(model)
-    if [(n, r * c) for n, r, c in table] != [(n, p.numel()) for n, p in ps]:
-        sys.exit(f"{src}: the checkpoint's tensors are not this model's")
+    load_etnas(model, src)
     with torch.no_grad():
-        o = 0
-        for _, p in ps:
-            v = p0[o:o + p.numel()]
+        for _, p in etnas_order(model):
+            v = p.detach().reshape(-1).clone()
             p.copy_(v[torch.from_numpy(g.permutation(p.numel()))].reshape(p.shape))
-            o += p.numel()
     write_checkpoint(src, out, model)
 
 
@@ -353,15 +361,7 @@ xte, yte = images("t10k")
 mean, std = xtr.mean().item(), xtr.std().item()
 xtr, xte = (xtr - mean) / std, (xte - mean) / std
 if args.from_etnas:
-    _, table, p0, _ = checkpoint(args.from_etnas)
-    ps = etnas_order(model)
-    if [(n, r * c) for n, r, c in table] != [(n, p.numel()) for n, p in ps]:
-        sys.exit(f"{args.from_etnas}: the checkpoint's tensors are not this model's")
-    with torch.no_grad():
-        o = 0
-        for _, p in ps:
-            p.copy_(p0[o:o + p.numel()].reshape(p.shape))
-            o += p.numel()
+    load_etnas(model, args.from_etnas)
 steps_per_epoch = math.ceil(len(xtr) / B)
 total = steps_per_epoch * args.epochs
 opt, sched = optimizer(model, max(total, 1))  # --epochs 0: test the initial weights
