@@ -193,16 +193,27 @@ def checkpoint(path):
             raw = f.read()
     except OSError as e:
         sys.exit(f"{path}: {e.strerror}")
-    _, has_opt, step, _, _, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
-    o = 8 + 52 + slen + alen
-    table = []
-    for _ in range(nt):
-        (nl,) = struct.unpack_from("<I", raw, o)
-        rows, cols = struct.unpack_from("<II", raw, o + 4 + nl)
-        table.append((raw[o + 4:o + 4 + nl].decode(), rows, cols))
-        o += 4 + nl + 16
-    o += 4
-    floats = torch.frombuffer(bytearray(raw[o:o + 8 * n if has_opt else o + 4 * n]), dtype=torch.float32)
+    if raw[:8] != b"ETNASCKP":
+        sys.exit(f"{path}: not an etnas checkpoint (no ETNASCKP magic at offset 0)")
+    o = 8
+    try:
+        version, has_opt, step, _, _, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
+        if version != 1:
+            sys.exit(f"{path}: checkpoint format version {version}, this script reads 1")
+        o = 8 + 52 + slen + alen
+        table = []
+        for _ in range(nt):
+            (nl,) = struct.unpack_from("<I", raw, o)
+            rows, cols = struct.unpack_from("<II", raw, o + 4 + nl)
+            table.append((raw[o + 4:o + 4 + nl].decode(), rows, cols))
+            o += 4 + nl + 16
+        o += 4
+    except (struct.error, UnicodeDecodeError):
+        sys.exit(f"{path}: truncated or corrupt header (tensor table past offset {o})")
+    end = o + (8 if has_opt else 4) * n
+    if len(raw) < end:
+        sys.exit(f"{path}: truncated at offset {len(raw)}: {end} bytes expected")
+    floats = torch.frombuffer(bytearray(raw[o:end]), dtype=torch.float32)
     return step, table, floats[:n], floats[n:] if has_opt else None
 
 
