@@ -220,12 +220,10 @@ def checkpoint(path):
 def write_checkpoint(template, out, model):
     """The model's parameters as an etnas checkpoint (weights only, step 0)
     with the space text and RNG state of `template`, CRCs as src/checkpoint.c."""
+    _, table, _, _ = checkpoint(template)  # refuses a file it cannot read
     with open(template, "rb") as f:
         raw = f.read()
     version, _, _, key, counter, n, nt, slen, alen = struct.unpack_from("<IIQQQQIII", raw, 8)
-    if raw[:8] != b"ETNASCKP" or version != 1:
-        sys.exit(f"{template}: not an etnas checkpoint of format version 1")
-    _, table, _, _ = checkpoint(template)
     ps = etnas_order(model)
     if [(name, r * c) for name, r, c in table] != [(name, p.numel()) for name, p in ps]:
         sys.exit(f"{template}: the checkpoint's tensors are not this model's")
