@@ -16,9 +16,10 @@
 # --all-train trains on all 60,000 training images (valid_size = 0, 2,344
 # updates = 5 epochs), as a reference recipe without a validation split
 # does; by default 5,000 are held out for validation (2,149 updates).
-# cosFormer runs with train.init = normal, the initialisation chosen for it on
-# the validation images (etc/fashion-vit.ini says why); a --set train.init=...
-# given here overrides it.
+# cosFormer runs with train.init = normal and train.pos_init_std = 0.02, the
+# initialisation chosen for it on the validation images (etc/fashion-vit.ini
+# says why); a --set train.init=... or train.pos_init_std=... given here
+# overrides it.
 # --seeds N runs N seeds of each operator (default 1) from S (--first-seed,
 # default 1); --only OP runs one operator instead of softmax and cosformer.
 # --init-from PATTERN starts each seed's run from the parameters of an etnas
@@ -71,7 +72,7 @@ for op in $ops; do
     : >"$out/$op.acc"
     own=""
     if [ "$op" = cosformer ]; then
-        own="--set train.init=normal"
+        own="--set train.init=normal --set train.pos_init_std=0.02"
         echo "$op: $own (chosen on validation) before the --set options given"
     fi
     for seed in $(seq "$first" "$last"); do

@@ -8,8 +8,9 @@ Fashion-MNIST; test accuracy on the 10,000 test images. Prints the wall time
 of each epoch and the test accuracy.
 
 By default every ingredient the recipe leaves open is PyTorch's default.
---ini sets the two that etc/fashion-vit.ini sets otherwise (AdamW beta2 0.98
-and clipping at norm 1): the same recipe as etnas's benchmark. The other
+--ini sets the three that etc/fashion-vit.ini sets otherwise (AdamW beta2
+0.98, clipping at norm 1, positions and class token N(0, 0.1^2)): the same
+recipe as etnas's benchmark. The other
 switches turn single ingredients into etnas's defaults (what [train] does
 without fashion-vit.ini's options), one difference at a time:
   --init trunc      every weight N(0, 0.02) truncated at 2 sd (etnas's
@@ -28,6 +29,8 @@ without fashion-vit.ini's options), one difference at a time:
   --beta2 0.98      AdamW beta2 (etnas's default 0.98; torch's 0.999)
   --clip 1          clip gradients to this global norm (etnas's default 1;
                     torch's recipe none: 0)
+  --pos-std 0.02    std of the learned positions and class token at init
+                    (etnas's default and timm's ViT 0.02; the ini's 0.1)
   --etnas           all of the above at etnas's defaults
 --from-etnas CKPT starts from the parameters of an etnas checkpoint of this
 model (e.g. one update at lr 1e-30, as the parity check's init run, holds
@@ -74,16 +77,19 @@ ap.add_argument("--decay", choices=["all", "weights"], default="all")
 ap.add_argument("--gelu", choices=["erf", "tanh"], default="erf")
 ap.add_argument("--beta2", type=float, default=0.999)
 ap.add_argument("--clip", type=float, default=0.0)
+ap.add_argument("--pos-std", type=float, default=0.02)
 ap.add_argument("--etnas", action="store_true")
 ap.add_argument("--ini", action="store_true")
 ap.add_argument("--parity", metavar="DIR")
 ap.add_argument("--parity-images", type=int, default=1000)
 args = ap.parse_args()
+if not args.pos_std > 0:
+    ap.error("--pos-std takes a standard deviation > 0")
 if args.ini:
-    args.beta2, args.clip = 0.98, 1.0
+    args.beta2, args.clip, args.pos_std = 0.98, 1.0, 0.1
 if args.etnas:
-    args.init, args.sched, args.decay, args.gelu, args.beta2, args.clip = \
-        "trunc", "linear", "weights", "tanh", 0.98, 1.0
+    args.init, args.sched, args.decay, args.gelu, args.beta2, args.clip, args.pos_std = \
+        "trunc", "linear", "weights", "tanh", 0.98, 1.0, 0.02
 torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
 
@@ -127,8 +133,8 @@ class ViT(nn.Module):
         n = (28 // P) ** 2
         self.cls = nn.Parameter(torch.zeros(1, 1, E))
         self.pos = nn.Parameter(torch.zeros(1, n + 1, E))
-        nn.init.trunc_normal_(self.pos, std=0.02)
-        nn.init.trunc_normal_(self.cls, std=0.02)
+        nn.init.trunc_normal_(self.pos, std=args.pos_std)
+        nn.init.trunc_normal_(self.cls, std=args.pos_std)
         self.blocks = nn.Sequential(*[Block() for _ in range(L)])
         self.ln = nn.LayerNorm(E)
         self.head = nn.Linear(E, C)
@@ -306,7 +312,7 @@ def numpy_draw(model, seed):
             elif name.endswith("beta") or name in ("qkv.bias", "proj.bias"):
                 v = np.zeros(n)  # nn.MultiheadAttention's biases
             elif name in ("cls", "pos"):
-                v = 0.02 * g.standard_normal(n)  # trunc_normal_'s cut at +-2 is 100 sd
+                v = args.pos_std * g.standard_normal(n)  # trunc_normal_'s cut at +-2: >= 20 sd
             elif name == "qkv.weight":
                 a = math.sqrt(6 / sum(p.shape))  # Xavier
                 v = g.uniform(-a, a, n)
@@ -376,7 +382,7 @@ total = steps_per_epoch * args.epochs
 opt, sched = optimizer(model, max(total, 1))  # --epochs 0: test the initial weights
 print(f"torch {torch.__version__}, {args.threads} threads, seed {args.seed}, {total} updates,"
       f" init {args.from_etnas or args.init}, schedule {args.sched}, decay {args.decay}, gelu {args.gelu},"
-      f" beta2 {args.beta2}, clip {args.clip}", flush=True)
+      f" beta2 {args.beta2}, clip {args.clip}, pos std {args.pos_std}", flush=True)
 for epoch in range(args.epochs):
     model.train()
     t0 = time.time()
